@@ -1,0 +1,3 @@
+"""megatron-bgpo: Megatron-Core reinforcement learning for diffusion LLMs (BGPO on LLaDA)."""
+
+__version__ = "0.1.0"
