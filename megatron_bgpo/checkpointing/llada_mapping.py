@@ -1,0 +1,204 @@
+"""Declarative HF <-> Megatron mapping for LLaDA: one entry per Megatron tensor.
+
+Each entry names the Megatron parameter (local layer spec; the Transformer-Engine spec differs only
+for the two norms fused into the following linear), the HF tensor(s) it is made of (spec §1.2,
+without the ``model.transformer.`` prefix), and how it splits over tensor parallelism:
+
+- ``replicated``: every TP rank holds the whole tensor (norm weights);
+- ``vocab``: rows (dim 0, embedding rows) split evenly over TP ranks;
+- ``row``: columns (dim 1) split evenly;
+- ``qkv``: rows interleaved per query group [q heads of group g; k_g; v_g], groups split over TP;
+- ``glu``: [gate; up] stacked *per TP rank* (rank r holds [gate_r; up_r]).
+
+The logical (TP=1) Megatron tensor is what dist checkpointing stores, so these rules are also what
+its resharding assumes. Everything is expressed through a ``read(hf_name, dim, start, stop)``
+callback so a loader can read just the slice a rank owns (safetensors sliced reads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from megatron_bgpo.models.llada.config import LLaDAConfig
+
+HF_PREFIX = "model.transformer."
+
+# read(hf_name_without_prefix, dim, start, stop) -> tensor slice; dim None reads the whole tensor.
+Reader = Callable[[str, int | None, int, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TensorMapping:
+    megatron: str
+    hf: tuple[str, ...]
+    split: str
+    te_megatron: str | None = None
+
+    @property
+    def per_layer(self) -> bool:
+        return "{layer}" in self.megatron
+
+    def megatron_name(self, layer: int | None = None, use_te: bool = False) -> str:
+        name = self.te_megatron if (use_te and self.te_megatron) else self.megatron
+        return name.format(layer=layer)
+
+    def hf_names(self, layer: int | None = None) -> tuple[str, ...]:
+        return tuple(n.format(layer=layer) for n in self.hf)
+
+
+L = "decoder.layers.{layer}."
+MAPPINGS: tuple[TensorMapping, ...] = (
+    TensorMapping("embedding.word_embeddings.weight", ("wte.weight",), "vocab"),
+    TensorMapping(
+        L + "input_layernorm.weight",
+        ("blocks.{layer}.attn_norm.weight",),
+        "replicated",
+        te_megatron=L + "self_attention.linear_qkv.layer_norm_weight",
+    ),
+    TensorMapping(
+        L + "self_attention.linear_qkv.weight",
+        ("blocks.{layer}.q_proj.weight", "blocks.{layer}.k_proj.weight", "blocks.{layer}.v_proj.weight"),
+        "qkv",
+    ),
+    TensorMapping(L + "self_attention.linear_proj.weight", ("blocks.{layer}.attn_out.weight",), "row"),
+    TensorMapping(
+        L + "pre_mlp_layernorm.weight",
+        ("blocks.{layer}.ff_norm.weight",),
+        "replicated",
+        te_megatron=L + "mlp.linear_fc1.layer_norm_weight",
+    ),
+    TensorMapping(
+        L + "mlp.linear_fc1.weight", ("blocks.{layer}.ff_proj.weight", "blocks.{layer}.up_proj.weight"), "glu"
+    ),
+    TensorMapping(L + "mlp.linear_fc2.weight", ("blocks.{layer}.ff_out.weight",), "row"),
+    TensorMapping("decoder.final_layernorm.weight", ("ln_f.weight",), "replicated"),
+    TensorMapping("output_layer.weight", ("ff_out.weight",), "vocab"),
+)
+
+
+def _even_range(total: int, rank: int, size: int, what: str) -> tuple[int, int]:
+    if total % size != 0:
+        raise ValueError(f"tensor parallel size {size} does not divide {what}={total}")
+    part = total // size
+    return rank * part, (rank + 1) * part
+
+
+def read_local(
+    m: TensorMapping, cfg: LLaDAConfig, layer: int | None, read: Reader, tp_rank: int = 0, tp_size: int = 1
+) -> torch.Tensor:
+    """The Megatron tensor of ``m`` held by TP rank ``tp_rank``, read slice by slice from HF tensors."""
+    names = m.hf_names(layer)
+    if m.split == "replicated":
+        return read(names[0], None, 0, 0)
+    if m.split == "vocab":
+        a, b = _even_range(cfg.embedding_size, tp_rank, tp_size, "vocab rows")
+        return read(names[0], 0, a, b)
+    if m.split == "row":
+        cols = cfg.n_heads * cfg.head_dim if "linear_proj" in m.megatron else cfg.mlp_hidden_size
+        a, b = _even_range(cols, tp_rank, tp_size, "input features")
+        return read(names[0], 1, a, b)
+    if m.split == "glu":
+        a, b = _even_range(cfg.mlp_hidden_size, tp_rank, tp_size, "mlp_hidden_size")
+        return torch.cat([read(names[0], 0, a, b), read(names[1], 0, a, b)], dim=0)
+    if m.split == "qkv":
+        hd, per_group = cfg.head_dim, cfg.n_heads // cfg.n_kv_heads
+        g0, g1 = _even_range(cfg.n_kv_heads, tp_rank, tp_size, "n_kv_heads")
+        q = read(names[0], 0, g0 * per_group * hd, g1 * per_group * hd)
+        k = read(names[1], 0, g0 * hd, g1 * hd)
+        v = read(names[2], 0, g0 * hd, g1 * hd)
+        groups = g1 - g0
+        q = q.reshape(groups, per_group * hd, -1)
+        k = k.reshape(groups, hd, -1)
+        v = v.reshape(groups, hd, -1)
+        return torch.cat([q, k, v], dim=1).reshape(groups * (per_group + 2) * hd, -1)
+    raise ValueError(f"unknown split kind {m.split!r} for {m.megatron}")
+
+
+def to_hf(
+    m: TensorMapping, cfg: LLaDAConfig, layer: int | None, logical: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """HF tensors (names without prefix) from the TP=1 (logical) Megatron tensor of ``m``."""
+    names = m.hf_names(layer)
+    if m.split in ("replicated", "vocab", "row"):
+        return {names[0]: logical}
+    if m.split == "glu":
+        gate, up = logical.chunk(2, dim=0)
+        return {names[0]: gate.contiguous(), names[1]: up.contiguous()}
+    if m.split == "qkv":
+        hd, per_group = cfg.head_dim, cfg.n_heads // cfg.n_kv_heads
+        grouped = logical.reshape(cfg.n_kv_heads, (per_group + 2) * hd, -1)
+        q, k, v = grouped.split([per_group * hd, hd, hd], dim=1)
+        width = logical.shape[-1]
+        return {
+            names[0]: q.reshape(-1, width).contiguous(),
+            names[1]: k.reshape(-1, width).contiguous(),
+            names[2]: v.reshape(-1, width).contiguous(),
+        }
+    raise ValueError(f"unknown split kind {m.split!r} for {m.megatron}")
+
+
+def dict_reader(hf_weights: dict[str, torch.Tensor]) -> Reader:
+    """A Reader over an in-memory HF state dict (keys with or without the ``model.transformer.`` prefix)."""
+    table = {k.removeprefix(HF_PREFIX): v for k, v in hf_weights.items()}
+
+    def read(name: str, dim: int | None, start: int, stop: int) -> torch.Tensor:
+        if name not in table:
+            raise KeyError(f"HF tensor {HF_PREFIX}{name} is missing")
+        t = table[name]
+        return t if dim is None else t.narrow(dim, start, stop - start)
+
+    return read
+
+
+def model_layer_map(model: torch.nn.Module) -> dict[int, int]:
+    """Local layer index -> global (0-based) layer index for one pipeline stage of a GPTModel."""
+    decoder = getattr(model, "decoder", None)
+    if decoder is None:
+        return {}
+    return {local: layer.layer_number - 1 for local, layer in enumerate(decoder.layers)}
+
+
+def iter_stage_tensors(model: torch.nn.Module) -> Iterator[tuple[str, TensorMapping, int | None]]:
+    """(local Megatron name, mapping, global layer) for every mapped tensor this stage holds."""
+    params = dict(model.named_parameters())
+    layers = model_layer_map(model)
+    for m in MAPPINGS:
+        for use_te in (False, True):
+            if use_te and m.te_megatron is None:
+                continue
+            if m.per_layer:
+                for local, global_layer in layers.items():
+                    name = m.megatron_name(local, use_te)
+                    if name in params:
+                        yield name, m, global_layer
+            elif m.megatron_name(None, use_te) in params:
+                yield m.megatron_name(None, use_te), m, None
+
+
+@torch.no_grad()
+def load_hf_into_model(
+    model: torch.nn.Module, cfg: LLaDAConfig, read: Reader, tp_rank: int, tp_size: int
+) -> int:
+    """Copy HF weights into one stage of a Megatron LLaDA model; returns the number of tensors set.
+
+    Raises if a parameter of the model is not covered by the mapping or shapes disagree.
+    """
+    params = dict(model.named_parameters())
+    done: set[str] = set()
+    for name, m, layer in iter_stage_tensors(model):
+        local = read_local(m, cfg, layer, read, tp_rank, tp_size)
+        target = params[name]
+        if tuple(local.shape) != tuple(target.shape):
+            raise ValueError(
+                f"shape mismatch for {name} (HF {m.hf_names(layer)}): HF gives {tuple(local.shape)}, "
+                f"model expects {tuple(target.shape)} (tp_rank {tp_rank}/{tp_size})"
+            )
+        target.copy_(local.to(target.dtype))
+        done.add(name)
+    missing = sorted(set(params) - done)
+    if missing:
+        raise ValueError(f"model parameters not covered by the LLaDA mapping: {missing[:8]}")
+    return len(done)

@@ -1,0 +1,216 @@
+"""`LLaDAConfig`: the HF ``config.json`` of a LLaDA checkpoint as a typed, validated dataclass.
+
+Field names are those of the HF config (spec §1.1). Only the LLaDA-8B architecture family is
+supported (llama block, RMSNorm, SwiGLU, RoPE, no biases, no ALiBi/QK-norm); anything else is
+rejected with a message naming the field, so a wrong checkpoint never loads silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+# LLaDA special token ids (spec §1.5).
+LLADA_MASK_ID = 126336
+LLADA_EOS_ID = 126081
+
+# Fields that must hold these values for the architecture we implement.
+_REQUIRED_VALUES: dict[str, tuple[Any, ...]] = {
+    "block_type": ("llama",),
+    "activation_type": ("silu", "swiglu"),
+    "layer_norm_type": ("rms",),
+    "rope": (True,),
+    "alibi": (False,),
+    "include_bias": (False,),
+    "include_qkv_bias": (False,),
+    "attention_layer_norm": (False,),
+    "input_emb_norm": (False,),
+    "scale_logits": (False,),
+    "bias_for_layer_norm": (False, None),
+    "layer_norm_with_affine": (True,),
+}
+
+
+@dataclass(frozen=True)
+class LLaDAConfig:
+    """Architecture of a LLaDA model. head_dim = d_model / n_heads."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    mlp_hidden_size: int
+    vocab_size: int
+    embedding_size: int
+    rope_theta: float = 500000.0
+    rms_norm_eps: float = 1e-5
+    max_sequence_length: int = 4096
+    mask_token_id: int = LLADA_MASK_ID
+    eos_token_id: int = LLADA_EOS_ID
+    pad_token_id: int = LLADA_EOS_ID
+    weight_tying: bool = False
+    block_type: str = "llama"
+    activation_type: str = "silu"
+    layer_norm_type: str = "rms"
+    rope: bool = True
+    alibi: bool = False
+    include_bias: bool = False
+    include_qkv_bias: bool = False
+    attention_layer_norm: bool = False
+    input_emb_norm: bool = False
+    scale_logits: bool = False
+    bias_for_layer_norm: bool | None = False
+    layer_norm_with_affine: bool = True
+    # Unknown HF fields are carried through so an exported config.json keeps them (e.g. auto_map).
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        positive = ("d_model", "n_layers", "n_heads", "n_kv_heads", "mlp_hidden_size", "vocab_size")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"LLaDA config: {name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(
+                f"LLaDA config: d_model={self.d_model} is not divisible by n_heads={self.n_heads}"
+            )
+        if self.n_heads % self.n_kv_heads != 0:
+            raise ValueError(
+                f"LLaDA config: n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}"
+            )
+        if self.head_dim % 2 != 0:
+            raise ValueError(f"LLaDA config: head_dim={self.head_dim} must be even for rotary embeddings")
+        if self.embedding_size < self.vocab_size:
+            raise ValueError(
+                f"LLaDA config: embedding_size={self.embedding_size} is smaller than "
+                f"vocab_size={self.vocab_size}"
+            )
+        for name, allowed in _REQUIRED_VALUES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"LLaDA config: {name}={getattr(self, name)!r} is not supported "
+                    f"(this implementation supports {name} in {list(allowed)})"
+                )
+        for name in ("mask_token_id", "eos_token_id", "pad_token_id"):
+            if not 0 <= getattr(self, name) < self.embedding_size:
+                raise ValueError(
+                    f"LLaDA config: {name}={getattr(self, name)} is outside the embedding "
+                    f"(embedding_size={self.embedding_size})"
+                )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def num_parameters(self) -> int:
+        """Parameter count (untied embedding and head, no biases)."""
+        hd = self.head_dim
+        attn = self.d_model * hd * (2 * self.n_heads + 2 * self.n_kv_heads)
+        per_block = attn + 3 * self.d_model * self.mlp_hidden_size + 2 * self.d_model
+        head = 0 if self.weight_tying else self.embedding_size * self.d_model
+        return self.embedding_size * self.d_model + head + self.n_layers * per_block + self.d_model
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> LLaDAConfig:
+        """Build from an HF config dict; validates ``model_type`` and required fields."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        model_type = data.get("model_type", "llada")
+        if model_type != "llada":
+            raise ValueError(f"{source}: unknown architecture model_type={model_type!r}; expected 'llada'")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        required = ("d_model", "n_layers", "n_heads", "mlp_hidden_size", "vocab_size")
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ValueError(f"{source}: missing required LLaDA fields {missing}")
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs.setdefault("n_kv_heads", data.get("n_kv_heads") or data["n_heads"])
+        if kwargs["n_kv_heads"] is None:
+            kwargs["n_kv_heads"] = data["n_heads"]
+        kwargs.setdefault("embedding_size", data.get("embedding_size") or data["vocab_size"])
+        extra = {k: v for k, v in data.items() if k not in known}
+        try:
+            return cls(**kwargs, extra=extra)
+        except TypeError as exc:
+            raise ValueError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> LLaDAConfig:
+        """Read ``config.json`` (or a folder holding one)."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, "config.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"LLaDA config not found: {path}")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: malformed JSON ({exc})") from exc
+        return cls.from_dict(data, source=path)
+
+    def to_dict(self) -> dict[str, Any]:
+        """HF ``config.json`` content (extra fields first, typed fields override)."""
+        data = dict(self.extra)
+        data.update({k: v for k, v in asdict(self).items() if k != "extra"})
+        data["model_type"] = "llada"
+        data.setdefault("architectures", ["LLaDAModelLM"])
+        return data
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+    def replace(self, **changes: Any) -> LLaDAConfig:
+        return replace(self, **changes)
+
+
+PRESETS: dict[str, LLaDAConfig] = {
+    # LLaDA-8B-Instruct / LLaDA-1.5 (spec §1.1).
+    "llada-8b": LLaDAConfig(
+        d_model=4096,
+        n_layers=32,
+        n_heads=32,
+        n_kv_heads=32,
+        mlp_hidden_size=12288,
+        vocab_size=126464,
+        embedding_size=126464,
+    ),
+    # Tiny LLaDA-shaped models for CPU tests and the tiny run (vocab covers a small SentencePiece model).
+    "tiny": LLaDAConfig(
+        d_model=64,
+        n_layers=4,
+        n_heads=4,
+        n_kv_heads=4,
+        mlp_hidden_size=128,
+        vocab_size=256,
+        embedding_size=256,
+        max_sequence_length=256,
+        mask_token_id=255,
+        eos_token_id=254,
+        pad_token_id=254,
+    ),
+    "tiny-gqa": LLaDAConfig(
+        d_model=64,
+        n_layers=4,
+        n_heads=4,
+        n_kv_heads=2,
+        mlp_hidden_size=128,
+        vocab_size=256,
+        embedding_size=256,
+        max_sequence_length=256,
+        mask_token_id=255,
+        eos_token_id=254,
+        pad_token_id=254,
+    ),
+}
+
+
+def get_preset(name: str) -> LLaDAConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown LLaDA preset {name!r}; known presets: {sorted(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,29 @@
+"""Model provider: all pipeline (and virtual pipeline) chunks of LLaDA this rank holds."""
+
+from __future__ import annotations
+
+import torch
+from megatron.core.models.gpt import GPTModel
+
+from megatron_bgpo.models.llada.config import LLaDAConfig
+from megatron_bgpo.models.llada.model import build_llada_model
+from megatron_bgpo.models.llada.transformer_config import to_transformer_config
+from megatron_bgpo.parallel.distributed import ParallelConfig
+
+
+def build_model_chunks(
+    cfg: LLaDAConfig,
+    parallel: ParallelConfig,
+    pg_collection=None,
+    params_dtype: torch.dtype = torch.float32,
+    use_te: bool | None = None,
+    **transformer_overrides,
+) -> list[GPTModel]:
+    """One GPTModel per virtual stage (a single-element list without virtual pipelining)."""
+    tcfg = to_transformer_config(cfg, parallel, params_dtype=params_dtype, **transformer_overrides)
+    vpp = parallel.virtual_pipeline_model_parallel_size
+    stages = [None] if vpp is None else list(range(vpp))
+    chunks = [build_llada_model(cfg, tcfg, pg_collection, vp_stage=s, use_te=use_te) for s in stages]
+    if torch.cuda.is_available():
+        chunks = [c.cuda(torch.cuda.current_device()) for c in chunks]
+    return chunks

@@ -1,0 +1,141 @@
+"""The ONLY place where megatron-core is adapted to run on CPU (gloo backend, no CUDA).
+
+`apply()` is a no-op when CUDA is available, so GPU behaviour is never changed. Without CUDA it
+redirects the handful of CUDA-only calls that megatron-core 0.19 makes on our code paths to their
+CPU equivalents. Each patch names the megatron-core call it serves. Everything else (model code,
+schedules, optimizer, checkpointing) is the unmodified library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import types
+
+import torch
+
+_APPLIED = False
+
+
+def cpu_mode() -> bool:
+    """True when this process runs without CUDA (tests, the tiny CPU run)."""
+    return not torch.cuda.is_available()
+
+
+class _NullStream:
+    """Stands in for ``torch.cuda.Stream``: CPU work is synchronous, so waits are no-ops."""
+
+    def wait_stream(self, other: object) -> None:
+        pass
+
+    def wait_event(self, event: object) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+    def record_event(self, event: object = None) -> None:
+        return None
+
+
+# megatron-core modules that allocate with a literal ``device="cuda"`` on our code paths
+# (schedules' token counters, DDP grad buffers, optimizer/grad-norm scalars, checkpoint exchange).
+_CUDA_ALLOCATING_MODULES = (
+    "megatron.core.pipeline_parallel.schedules",
+    "megatron.core.pipeline_parallel.utils",
+    "megatron.core.distributed.param_and_grad_buffer",
+    "megatron.core.distributed.finalize_model_grads",
+    "megatron.core.optimizer.optimizer",
+    "megatron.core.optimizer.clip_grads",
+    "megatron.core.optimizer.distrib_optimizer",
+    "megatron.core.optimizer.grad_scaler",
+    "megatron.core.dist_checkpointing.exchange_utils",
+    "megatron.core.dist_checkpointing.strategies.state_dict_saver",
+    "megatron.core.models.common.language_module.language_module",
+    "megatron.core.tensor_parallel.data",
+    "megatron.core.utils",
+)
+_FACTORIES = ("zeros", "ones", "empty", "full", "tensor", "as_tensor", "arange", "randn", "rand", "randint")
+
+
+def _is_cuda(device: object) -> bool:
+    return (isinstance(device, str) and device.startswith("cuda")) or (
+        isinstance(device, torch.device) and device.type == "cuda"
+    )
+
+
+def _cpu_factory(factory):
+    @functools.wraps(factory)
+    def wrapper(*args, **kwargs):
+        if _is_cuda(kwargs.get("device")):
+            kwargs["device"] = "cpu"
+        return factory(*args, **kwargs)
+
+    return wrapper
+
+
+class _CpuAllocTorch(types.ModuleType):
+    """``torch`` as seen by one megatron module: tensor factories map ``device="cuda"`` to the CPU."""
+
+    def __init__(self) -> None:
+        super().__init__("torch")
+        for name in _FACTORIES:
+            setattr(self, name, _cpu_factory(getattr(torch, name)))
+
+    def __getattr__(self, name: str):
+        return getattr(torch, name)
+
+
+def apply() -> bool:
+    """Install the CPU patches once; returns True when they are active."""
+    global _APPLIED
+    if not cpu_mode():
+        return False
+    if _APPLIED:
+        return True
+    cuda = torch.cuda
+
+    # Allocations `device=torch.cuda.current_device()` (RotaryEmbedding.get_emb, the optimizer's
+    # grad-scale tensor, dist-checkpointing buffers, schedules' tensor shapes) go to the CPU.
+    cuda.current_device = lambda: torch.device("cpu")
+
+    # `tensor.cuda()` / `module.cuda()` (schedules' loss scaling, dist-checkpointing strategies,
+    # clip_grads) become identity.
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+
+    # CUDA RNG tracker (`tensor_parallel.model_parallel_cuda_manual_seed`, `get_cuda_rng_tracker().fork()`
+    # around dropout and weight init): the "device generator" on CPU is the CPU generator.
+    # (torch.manual_seed itself calls cuda.manual_seed_all, so seed the CPU generator directly.)
+    cuda.manual_seed = lambda seed: torch.default_generator.manual_seed(int(seed))
+    cuda.manual_seed_all = lambda seed: torch.default_generator.manual_seed(int(seed))
+    cuda.get_rng_state = lambda device="cuda": torch.get_rng_state()
+    cuda.set_rng_state = lambda new_state, device="cuda": torch.set_rng_state(new_state)
+    from megatron.core.tensor_parallel import random as mcore_random
+
+    mcore_random._get_cuda_rng_state = lambda *args, **kwargs: torch.get_rng_state()
+    mcore_random._set_cuda_rng_state = lambda new_state, *args, **kwargs: torch.set_rng_state(new_state)
+
+    # Streams and synchronisation (DDP grad-sync `torch.cuda.current_stream()`, schedules'
+    # `torch.cuda.synchronize()`, async checkpoint save): nothing is asynchronous on CPU.
+    cuda.synchronize = lambda device=None: None
+    cuda.current_stream = lambda device=None: _NullStream()
+    cuda.default_stream = lambda device=None: _NullStream()
+    cuda.stream = lambda stream=None: contextlib.nullcontext()
+    cuda.empty_cache = lambda: None
+
+    # Memory statistics used in logging: report zero instead of raising.
+    for name in ("max_memory_allocated", "memory_allocated", "max_memory_reserved", "memory_reserved"):
+        setattr(cuda, name, functools.partial(lambda *args, **kwargs: 0))
+    cuda.reset_peak_memory_stats = lambda device=None: None
+
+    # Literal `device="cuda"` allocations: swap the module-level `torch` name of those modules only.
+    proxy = _CpuAllocTorch()
+    for module_name in _CUDA_ALLOCATING_MODULES:
+        module = importlib.import_module(module_name)
+        if getattr(module, "torch", None) is torch:
+            module.torch = proxy
+
+    _APPLIED = True
+    return True
