@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import socket
 import traceback
 from collections.abc import Callable
@@ -36,7 +37,9 @@ def _rank_main(fn: Callable[..., Any], rank: int, world_size: int, port: int, ar
 
     torch.set_num_threads(1)
     try:
-        queue.put((rank, "ok", fn(rank, world_size, *args)))
+        # Plain pickle (bytes): torch's queue reducers would pass tensors through shared-memory files
+        # that vanish when this process exits.
+        queue.put((rank, "ok", pickle.dumps(fn(rank, world_size, *args))))
     except BaseException:  # noqa: BLE001 - report every failure to the parent
         queue.put((rank, "error", traceback.format_exc()))
     finally:
@@ -69,7 +72,7 @@ def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any, timeout
         for _ in range(world_size):
             rank, status, payload = queue.get(timeout=timeout)
             if status == "ok":
-                results[rank] = payload
+                results[rank] = pickle.loads(payload)
             else:
                 errors.append(f"rank {rank} failed:\n{payload}")
                 break  # the other ranks are likely blocked in a collective

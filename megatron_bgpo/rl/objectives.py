@@ -1,0 +1,172 @@
+"""Policy objectives behind one registry: each is one small function over per-row terms.
+
+A *row* is the unit an objective's loss is a plain sum over: one Monte Carlo sample (t, mask) of one
+response for BGPO (which is what makes its memory independent of n_t), a whole response for the
+non-linear baselines. Every function returns the SUM over its rows of ``weight * row_loss``, where
+``weights`` are global coefficients fixed before the update (e.g. 1 / (G * prompts in the batch)).
+Summing micro-batch losses over micro-batches and data-parallel ranks therefore gives the exact
+batch loss, whatever the packing. Formulas: docs/objectives.md and spec §4-5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """Hyper-parameters shared by the objectives (each uses the fields it needs)."""
+
+    num_mc_samples: int = 16  # n_t
+    bound: Literal["both", "taylor", "jensen"] = "both"  # BGPO ablation switch (paper Table 3)
+    max_log_ratio: float = 20.0  # overflow guard: exp(d) is evaluated at min(d, max_log_ratio)
+    clip_eps: float | None = None  # PPO clip (vrpo_ol: off by default; diffu_grpo: 0.5 in d1)
+    kl_beta: float = 0.0  # k3 KL to the reference policy
+
+    def __post_init__(self) -> None:
+        if self.num_mc_samples < 1:
+            raise ValueError(f"num_mc_samples must be >= 1, got {self.num_mc_samples}")
+        if self.bound not in ("both", "taylor", "jensen"):
+            raise ValueError(f"bound must be 'both', 'taylor' or 'jensen', got {self.bound!r}")
+        if self.clip_eps is not None and not 0 < self.clip_eps < 1:
+            raise ValueError(f"clip_eps must be in (0, 1), got {self.clip_eps}")
+        if self.kl_beta < 0:
+            raise ValueError(f"kl_beta must be >= 0, got {self.kl_beta}")
+
+
+@dataclass
+class RowTerms:
+    """Inputs of one micro-batch's rows.
+
+    logp: current-policy log-likelihood terms, with grad. [N] (one ELBO term per MC-sample row) or
+        [N, K] (K MC ELBO terms, or K per-token log-probs, per response row).
+    advantages: [N]. weights: [N] global loss coefficients.
+    old_logp / ref_logp: same shape as logp, no grad; old None means on-policy (detached current).
+    valid: [N, K] bool for 2-D terms (padding MC samples / tokens outside the completion).
+    """
+
+    logp: torch.Tensor
+    advantages: torch.Tensor
+    weights: torch.Tensor
+    old_logp: torch.Tensor | None = None
+    ref_logp: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
+
+    def log_ratio(self) -> torch.Tensor:
+        old = self.logp.detach() if self.old_logp is None else self.old_logp
+        return self.logp - old
+
+
+ObjectiveFn = Callable[[RowTerms, ObjectiveConfig], tuple[torch.Tensor, dict[str, float]]]
+
+
+def _guarded_exp(d: torch.Tensor, limit: float) -> tuple[torch.Tensor, int]:
+    """exp(min(d, limit)) computed in at least fp32; returns the number of clamped entries."""
+    work = d if d.dtype == torch.float64 else d.float()
+    over = work > limit
+    return torch.exp(torch.where(over, torch.full_like(work, limit), work)), int(over.sum())
+
+
+def bgpo(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """BGPO lower bound (spec §5.2). Row = one MC sample j of a response; logp [N] = l_theta(j).
+
+    d_j = l_theta(j) - l_old(j) on the same (t, mask);
+    g_j = (1 + d_j) A / n_t if A >= 0 (tangent bound),  g_j = exp(d_j) A / n_t if A < 0 (Jensen);
+    loss = -sum_rows weight * g_j.
+    """
+    d = rows.log_ratio()
+    a = rows.advantages.to(d.dtype)
+    exp_d, clamped = _guarded_exp(d, cfg.max_log_ratio)
+    taylor = (1.0 + d) * a
+    jensen = exp_d.to(d.dtype) * a
+    if cfg.bound == "taylor":
+        g = taylor
+    elif cfg.bound == "jensen":
+        g = jensen
+    else:
+        g = torch.where(a >= 0, taylor, jensen)
+    g = g / cfg.num_mc_samples
+    loss = -(rows.weights.to(g.dtype) * g).sum()
+    return loss, {"overflow_guard": float(clamped), "log_ratio_abs_max": float(d.detach().abs().max())}
+
+
+def vrpo_ol(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Non-linear ELBO objective R = exp(mean_j d_j) A (VRPO-OL, spec §5.1). Row = a response with
+    all its n_t samples in one graph: logp [N, n_t]. Optional PPO clip and k3 KL on the mean ELBO."""
+    valid = rows.valid if rows.valid is not None else torch.ones_like(rows.logp, dtype=torch.bool)
+    count = valid.sum(-1).clamp_min(1)
+    d = (rows.log_ratio() * valid).sum(-1) / count
+    a = rows.advantages.to(d.dtype)
+    ratio, clamped = _guarded_exp(d, cfg.max_log_ratio)
+    ratio = ratio.to(d.dtype)
+    objective = ratio * a
+    if cfg.clip_eps is not None:
+        objective = torch.minimum(objective, ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * a)
+    loss_rows = -objective
+    if cfg.kl_beta > 0:
+        if rows.ref_logp is None:
+            raise ValueError("vrpo_ol with kl_beta > 0 needs reference-policy ELBO terms")
+        diff = ((rows.ref_logp - rows.logp) * valid).sum(-1) / count
+        loss_rows = loss_rows + cfg.kl_beta * (torch.exp(diff) - diff - 1)
+    loss = (rows.weights.to(loss_rows.dtype) * loss_rows).sum()
+    return loss, {"overflow_guard": float(clamped), "log_ratio_abs_max": float(d.detach().abs().max())}
+
+
+def diffu_grpo(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """d1's diffu-GRPO (spec §4.2). Row = a response; logp [N, L] per-token one-step mean-field log-probs.
+
+    per token: -min(rho A, clip(rho, 1-eps, 1+eps) A) + beta * (exp(ref - cur) - (ref - cur) - 1);
+    loss = sum_rows weight * sum_tokens valid * per-token loss (weight = 1 / completion tokens in batch).
+    """
+    if rows.valid is None:
+        raise ValueError("diffu_grpo needs the completion mask (valid)")
+    eps = 0.5 if cfg.clip_eps is None else cfg.clip_eps
+    log_ratio = rows.log_ratio()
+    ratio, clamped = _guarded_exp(log_ratio, cfg.max_log_ratio)
+    ratio = ratio.to(log_ratio.dtype)
+    a = rows.advantages.to(ratio.dtype)[:, None]
+    per_token = -torch.minimum(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a)
+    if cfg.kl_beta > 0:
+        if rows.ref_logp is None:
+            raise ValueError("diffu_grpo with kl_beta > 0 needs reference-policy log-probs")
+        diff = rows.ref_logp - rows.logp
+        per_token = per_token + cfg.kl_beta * (torch.exp(diff) - diff - 1)
+    per_row = (per_token * rows.valid).sum(-1)
+    loss = (rows.weights.to(per_row.dtype) * per_row).sum()
+    clipped = ((ratio - 1).abs() > eps) & rows.valid
+    return loss, {"overflow_guard": float(clamped), "clip_fraction": float(clipped.sum() / rows.valid.sum())}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A registered objective and what it needs from the update loop."""
+
+    name: str
+    fn: ObjectiveFn
+    row: Literal["mc_sample", "response"]  # what one row (and one gradient-accumulation unit) is
+    likelihood: Literal["elbo", "mean_field"]  # how logp is estimated
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register(objective: Objective) -> Objective:
+    if objective.name in OBJECTIVES:
+        raise ValueError(f"objective {objective.name!r} is already registered")
+    OBJECTIVES[objective.name] = objective
+    return objective
+
+
+def get_objective(name: str) -> Objective:
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; registered: {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+register(Objective("bgpo", bgpo, row="mc_sample", likelihood="elbo"))
+register(Objective("vrpo_ol", vrpo_ol, row="response", likelihood="elbo"))
+register(Objective("diffu_grpo", diffu_grpo, row="response", likelihood="mean_field"))

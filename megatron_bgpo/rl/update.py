@@ -1,0 +1,118 @@
+"""One policy update: MC-sample micro-batches through megatron-core's pipeline schedule.
+
+Each micro-batch's loss is the objective's sum of ``weight * row_loss`` over its rows (weights fixed
+globally beforehand), reported to the schedule with a token count of 1 and
+``calculate_per_token_loss=True``, so megatron-core neither divides by the number of micro-batches
+nor averages over data-parallel ranks (parallel/ddp.py): the accumulated gradient is the gradient of
+the exact batch loss for any micro-batch size, number of micro-batches, TP, PP or DP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from megatron_bgpo.diffusion.elbo import elbo_terms
+from megatron_bgpo.models.llada.model import llada_forward
+from megatron_bgpo.models.logprobs import selected_token_logprobs
+from megatron_bgpo.parallel.schedule import run_microbatches
+from megatron_bgpo.rl.microbatches import MicroBatch
+from megatron_bgpo.rl.objectives import Objective, ObjectiveConfig, RowTerms
+
+
+def policy_terms(mb: MicroBatch, logits: torch.Tensor, objective: Objective, tp_group) -> tuple:
+    """Current-policy terms of a micro-batch from its logits [C, T, V/TP]: (terms, valid).
+
+    ELBO objectives: one term per canvas, folded to ``mb.row_shape``. Mean-field objectives:
+    per-token log-probs over the completion [rows, L] and the completion mask.
+    """
+    lp = selected_token_logprobs(logits, mb.targets, mb.loss_mask, tp_group)
+    if objective.likelihood == "elbo":
+        return elbo_terms(lp, mb.loss_mask, mb.elbo_weight).reshape(mb.row_shape), None
+    return lp[:, mb.completion_slice], mb.loss_mask[:, mb.completion_slice]
+
+
+@dataclass
+class UpdateStats:
+    """Sums over this rank's micro-batches (last pipeline stage; zeros elsewhere)."""
+
+    loss: float = 0.0
+    num_microbatches: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def add(self, loss: float, stats: dict[str, float]) -> None:
+        self.loss += loss
+        self.num_microbatches += 1
+        for k, v in stats.items():
+            self.extra[k] = (
+                max(self.extra.get(k, 0.0), v) if k.endswith("_max") else self.extra.get(k, 0.0) + v
+            )
+
+
+def _seq_hint(microbatches: Sequence[MicroBatch]) -> tuple[int, int]:
+    return max(mb.tokens.shape[1] for mb in microbatches), max(mb.num_canvases for mb in microbatches)
+
+
+def policy_update(
+    model: Sequence[torch.nn.Module],
+    microbatches: Sequence[MicroBatch],
+    objective: Objective,
+    cfg: ObjectiveConfig,
+    tp_group,
+) -> UpdateStats:
+    """Forward + backward of every micro-batch; gradients accumulate in the (DDP) grad buffers.
+
+    The caller zeroes gradients before and steps the optimizer after.
+    """
+
+    def step(mb: MicroBatch, chunk: torch.nn.Module):
+        output = llada_forward(chunk, mb.tokens, mb.attention_mask)
+
+        def loss_fn(logits: torch.Tensor):
+            terms, valid = policy_terms(mb, logits, objective, tp_group)
+            old = None if mb.old_terms is None else mb.old_terms.reshape(terms.shape)
+            ref = None if mb.ref_terms is None else mb.ref_terms.reshape(terms.shape)
+            rows = RowTerms(terms, mb.advantages, mb.loss_weight, old_logp=old, ref_logp=ref, valid=valid)
+            loss, stats = objective.fn(rows, cfg)
+            return loss, torch.ones((), dtype=torch.int), {"loss": loss.detach().item(), **stats}
+
+        return output, loss_fn
+
+    seq, mbs = _seq_hint(microbatches)
+    reported = run_microbatches(model, step, microbatches, seq_length=seq, micro_batch_size=mbs)
+    stats = UpdateStats()
+    for r in reported:
+        stats.add(r.pop("loss"), r)
+    return stats
+
+
+@torch.no_grad()
+def attach_policy_terms(
+    model: Sequence[torch.nn.Module],
+    microbatches: Sequence[MicroBatch],
+    objective: Objective,
+    tp_group,
+    target: str = "old_terms",
+) -> None:
+    """Forward-only pass storing each micro-batch's terms under ``target`` ("old_terms" before the first
+    off-policy update, "ref_terms" under a reference model). Same seeded masks, so the same (t, mask).
+    Only the last pipeline stage (which computes losses) receives the values."""
+
+    def step(mb: MicroBatch, chunk: torch.nn.Module):
+        output = llada_forward(chunk, mb.tokens, mb.attention_mask)
+
+        def loss_fn(logits: torch.Tensor):
+            terms, _ = policy_terms(mb, logits, objective, tp_group)
+            return torch.zeros(()), torch.ones((), dtype=torch.int), {"terms": terms.detach().clone()}
+
+        return output, loss_fn
+
+    seq, mbs = _seq_hint(microbatches)
+    reported = run_microbatches(
+        model, step, microbatches, seq_length=seq, micro_batch_size=mbs, forward_only=True
+    )
+    if reported:
+        for mb, r in zip(microbatches, reported, strict=True):
+            setattr(mb, target, r["terms"])

@@ -1,0 +1,154 @@
+"""Objectives: BGPO equals the non-linear ELBO objective on-policy, bounds it off-policy, and every
+registered objective matches hand-computed values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from megatron_bgpo.rl.advantages import group_advantages, informative_groups
+from megatron_bgpo.rl.objectives import OBJECTIVES, ObjectiveConfig, RowTerms, get_objective
+
+
+def _toy_elbo_terms(theta: torch.Tensor, group: int, n_t: int, seed: int) -> torch.Tensor:
+    """ELBO terms l[i, j] = (1/t_ij) sum_{k in mask_ij} log softmax(x_ik theta^T)[y_ik] (fp64)."""
+    gen = torch.Generator().manual_seed(seed)
+    length, vocab, dim = 6, theta.shape[0], theta.shape[1]
+    x = torch.randn(group, length, dim, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, vocab, (group, length), generator=gen)
+    t = torch.rand(group, n_t, generator=gen, dtype=torch.float64).clamp_min(0.05)
+    masks = torch.rand(group, n_t, length, generator=gen, dtype=torch.float64) < t[..., None]
+    logp = torch.log_softmax(x @ theta.T, -1).gather(-1, y[..., None])[..., 0]  # [G, L]
+    return (masks * logp[:, None, :]).sum(-1) / t  # [G, n_t]
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0, 0.0])
+def test_bgpo_on_policy_equals_nonlinear_objective_fp64(sign: float) -> None:
+    group, n_t = 4, 8
+    theta = torch.randn(11, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    advantages = sign * torch.tensor([0.5, 1.5, 0.25, 2.0], dtype=torch.float64)
+    advantages[0] = -advantages[0]  # both signs in every case except all-zero
+
+    # Non-linear objective with all n_t samples in one graph: -(1/G) sum_i exp(mean_j d_ij) A_i.
+    th_ref = theta.clone().requires_grad_()
+    terms = _toy_elbo_terms(th_ref, group, n_t, seed=1)
+    d = terms - terms.detach()
+    nonlinear = -(torch.exp(d.mean(-1)) * advantages).sum() / group
+    nonlinear.backward()
+
+    # BGPO: one backward per (response, MC sample), gradients accumulated.
+    th = theta.clone().requires_grad_()
+    cfg = ObjectiveConfig(num_mc_samples=n_t)
+    total = 0.0
+    for i in range(group):
+        for j in range(n_t):
+            row = _toy_elbo_terms(th, group, n_t, seed=1)[i, j].reshape(1)
+            loss, _ = OBJECTIVES["bgpo"].fn(
+                RowTerms(row, advantages[i].reshape(1), torch.full((1,), 1.0 / group, dtype=torch.float64)),
+                cfg,
+            )
+            loss.backward()
+            total += loss.item()
+    assert abs(total - nonlinear.item()) <= 1e-10 * max(1.0, abs(nonlinear.item()))
+    if sign != 0:
+        rel = ((th.grad - th_ref.grad).norm() / th_ref.grad.norm()).item()
+        assert rel < 1e-10
+    else:
+        assert th.grad.abs().max().item() == 0.0
+
+
+def test_bgpo_off_policy_is_a_lower_bound_with_equality_at_zero() -> None:
+    gen = torch.Generator().manual_seed(3)
+    n_t = 16
+    cfg = ObjectiveConfig(num_mc_samples=n_t)
+    for trial in range(200):
+        d = torch.randn(n_t, generator=gen, dtype=torch.float64) * (0.0 if trial == 0 else 0.5 + trial / 100)
+        a = torch.randn((), generator=gen, dtype=torch.float64) * 2
+        old = torch.randn(n_t, generator=gen, dtype=torch.float64)
+        rows = RowTerms(old + d, a.expand(n_t), torch.ones(n_t, dtype=torch.float64), old_logp=old)
+        bound = -OBJECTIVES["bgpo"].fn(rows, cfg)[0]
+        nonlinear = torch.exp(d.mean()) * a
+        if trial == 0:
+            assert torch.isclose(bound, nonlinear, rtol=1e-12, atol=1e-12)
+        else:
+            assert bound <= nonlinear + 1e-12, (trial, bound.item(), nonlinear.item())
+
+
+def _two_responses(objective: str) -> tuple[RowTerms, ObjectiveConfig]:
+    f64 = dict(dtype=torch.float64)
+    if objective == "bgpo":  # rows = MC samples: response 1 (A=1) d=[0.1,-0.2]; response 2 (A=-0.5) d=[0.3,0]
+        d = torch.tensor([0.1, -0.2, 0.3, 0.0], **f64)
+        a = torch.tensor([1.0, 1.0, -0.5, -0.5], **f64)
+        return RowTerms(d, a, torch.full((4,), 0.5, **f64), old_logp=torch.zeros(4, **f64)), ObjectiveConfig(
+            2
+        )
+    if objective == "vrpo_ol":  # rows = responses with n_t=2 samples, same d as above
+        d = torch.tensor([[0.1, -0.2], [0.3, 0.0]], **f64)
+        a = torch.tensor([1.0, -0.5], **f64)
+        return RowTerms(
+            d, a, torch.full((2,), 0.5, **f64), old_logp=torch.zeros(2, 2, **f64)
+        ), ObjectiveConfig(2)
+    # diffu_grpo: per-token log-ratios, eps 0.2, 3 valid completion tokens in the batch.
+    d = torch.tensor([[0.1, -0.3], [0.5, 0.0]], **f64)
+    valid = torch.tensor([[True, True], [True, False]])
+    rows = RowTerms(
+        d,
+        torch.tensor([1.0, -1.0], **f64),
+        torch.full((2,), 1 / 3, **f64),
+        torch.zeros(2, 2, **f64),
+        valid=valid,
+    )
+    return rows, ObjectiveConfig(1, clip_eps=0.2)
+
+
+# Hand-derived: bgpo -0.5*((1.1+0.8)/2 - 0.5*(e^0.3 + 1)/2); vrpo_ol -0.5*(e^-0.05 - 0.5 e^0.15);
+# diffu_grpo (-e^0.1 - e^-0.3 + e^0.5)/3 (no clip is active:
+# 1.105 < 1.2, 0.741 < 0.8 with A>0, 1.649 with A<0).
+HAND = {"bgpo": -0.18126764905299964, "vrpo_ol": -0.18515615156828624, "diffu_grpo": -0.06575595601907909}
+
+
+@pytest.mark.parametrize("name", sorted(HAND))
+def test_registry_objectives_on_hand_computed_example(name: str) -> None:
+    rows, cfg = _two_responses(name)
+    loss, stats = get_objective(name).fn(rows, cfg)
+    assert loss.item() == pytest.approx(HAND[name], rel=1e-12)
+    assert stats["overflow_guard"] == 0
+
+
+def test_registry_lists_all_and_rejects_unknown() -> None:
+    assert set(OBJECTIVES) >= {"bgpo", "vrpo_ol", "diffu_grpo"}
+    assert OBJECTIVES["bgpo"].row == "mc_sample" and OBJECTIVES["vrpo_ol"].row == "response"
+    with pytest.raises(ValueError, match="unknown objective 'ppo'"):
+        get_objective("ppo")
+
+
+def test_bgpo_bound_switches_and_overflow_guard() -> None:
+    d = torch.tensor([0.5, 100.0], dtype=torch.float64)
+    a = torch.tensor([-1.0, -1.0], dtype=torch.float64)
+    w = torch.ones(2, dtype=torch.float64)
+    rows = RowTerms(d, a, w, old_logp=torch.zeros(2, dtype=torch.float64))
+    loss, stats = OBJECTIVES["bgpo"].fn(rows, ObjectiveConfig(1, max_log_ratio=20.0))
+    assert stats["overflow_guard"] == 1
+    assert loss.item() == pytest.approx(
+        torch.exp(torch.tensor(0.5)).item() + torch.exp(torch.tensor(20.0)).item()
+    )
+    taylor, _ = OBJECTIVES["bgpo"].fn(rows, ObjectiveConfig(1, bound="taylor"))
+    assert taylor.item() == pytest.approx(1.5 + 101.0)
+    pos = RowTerms(d, -a, w, old_logp=torch.zeros(2, dtype=torch.float64))
+    jensen, _ = OBJECTIVES["bgpo"].fn(pos, ObjectiveConfig(1, bound="jensen", max_log_ratio=20.0))
+    assert jensen.item() == pytest.approx(
+        -(torch.exp(torch.tensor(0.5)).item() + torch.exp(torch.tensor(20.0)).item())
+    )
+
+
+def test_group_advantages_hand_values() -> None:
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]])
+    a = group_advantages(rewards, eps=0.0 + 1e-6)
+    std = torch.tensor([1.0, 0.0, 0.0, 1.0]).std().item()  # 0.57735...
+    s = std + 1e-6
+    assert a[0].tolist() == pytest.approx([0.5 / s, -0.5 / s, -0.5 / s, 0.5 / s])
+    assert a[1].abs().max().item() == 0.0
+    assert informative_groups(rewards).tolist() == [True, False]
+    assert group_advantages(rewards, normalize_std=False)[0].tolist() == [0.5, -0.5, -0.5, 0.5]
+    with pytest.raises(ValueError, match="group_size >= 2"):
+        group_advantages(torch.ones(3, 1))
