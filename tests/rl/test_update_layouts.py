@@ -14,6 +14,7 @@ from megatron_bgpo.parallel.ddp import wrap_ddp, zero_grads
 from megatron_bgpo.rl.microbatches import PackingConfig, build_microbatches
 from megatron_bgpo.rl.objectives import ObjectiveConfig, RowTerms, get_objective
 from megatron_bgpo.rl.rollout import RolloutBatch
+from megatron_bgpo.rl.update import attach_policy_terms, policy_update
 from tests.distributed import run_distributed
 from tests.models.rank_setup import setup_rank
 
@@ -45,6 +46,10 @@ def _packing(mbs: int) -> PackingConfig:
     return PackingConfig(N_T, mbs, MaskingSpec(eos_id=cfg.eos_token_id), seed=5, mask_id=cfg.mask_token_id)
 
 
+def _objective_cfg(name: str) -> ObjectiveConfig:
+    return ObjectiveConfig(N_T, clip_eps=0.2, kl_beta=0.0) if name == "diffu_grpo" else ObjectiveConfig(N_T)
+
+
 def _merge_tp(m, shards: list[torch.Tensor]) -> torch.Tensor:
     """Logical (TP=1) tensor from TP shards ordered by TP rank."""
     if m.split == "replicated":
@@ -57,7 +62,9 @@ def _merge_tp(m, shards: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(shards, dim=0)  # vocab, qkv (query groups are contiguous per rank)
 
 
-def _update_rank(rank: int, world: int, tp: int, pp: int, mbs: int) -> dict:
+def _update_rank(
+    rank: int, world: int, tp: int, pp: int, mbs: int, objective_name: str = "bgpo", off_policy: bool = False
+) -> dict:
     from megatron.core import parallel_state as ps
 
     s = setup_rank(tp, pp, preset=PRESET, calculate_per_token_loss=True)
@@ -66,12 +73,12 @@ def _update_rank(rank: int, world: int, tp: int, pp: int, mbs: int) -> dict:
     batch = _rollout()
     per = len(batch) // dp
     local = batch.select(torch.arange(dp_rank * per, (dp_rank + 1) * per))
-    objective = get_objective("bgpo")
+    objective = get_objective(objective_name)
     microbatches = build_microbatches(local, objective, _packing(mbs))
+    if off_policy:  # old terms from a forward-only pass; at theta = theta_old the update is on-policy
+        attach_policy_terms(model, microbatches, objective, s.tp_group)
     zero_grads(model)
-    from megatron_bgpo.rl.update import policy_update
-
-    stats = policy_update(model, microbatches, objective, ObjectiveConfig(N_T), s.tp_group)
+    stats = policy_update(model, microbatches, objective, _objective_cfg(objective_name), s.tp_group)
     grads = {}
     for chunk in s.chunks:
         params = dict(chunk.named_parameters())
@@ -98,16 +105,24 @@ def _logical_grads(results: list[dict]) -> dict:
     return {k: _merge_tp(mapping[k[0]], [v[i] for i in sorted(v)]) for k, v in by_key.items()}
 
 
-def _oracle_grads() -> tuple[dict, float]:
-    """fp64 reference: the whole BGPO batch loss in one graph through the plain-PyTorch forward."""
+def _oracle_grads(objective_name: str = "bgpo") -> tuple[dict, float]:
+    """fp64 reference: the whole batch loss in one graph through the plain-PyTorch forward."""
     cfg = get_preset(PRESET)
     weights = {k: v.double().requires_grad_() for k, v in random_hf_weights(cfg, seed=3).items()}
-    objective = get_objective("bgpo")
+    objective = get_objective(objective_name)
     (mb,) = build_microbatches(_rollout(), objective, _packing(mbs=10_000))
     logits = reference_forward(weights, cfg, mb.tokens, mb.attention_mask)
     lp = torch.log_softmax(logits, -1).gather(-1, mb.targets[..., None])[..., 0]
-    terms = mb.elbo_weight.double() * (lp * mb.loss_mask).sum(-1)
-    loss, _ = objective.fn(RowTerms(terms, mb.advantages, mb.loss_weight), ObjectiveConfig(N_T))
+    if objective.likelihood == "elbo":
+        rows = RowTerms(
+            (mb.elbo_weight.double() * (lp * mb.loss_mask).sum(-1)).reshape(mb.row_shape),
+            mb.advantages,
+            mb.loss_weight,
+        )
+    else:
+        done = mb.completion_slice
+        rows = RowTerms(lp[:, done], mb.advantages, mb.loss_weight, valid=mb.loss_mask[:, done])
+    loss, _ = objective.fn(rows, _objective_cfg(objective_name))
     loss.backward()
     hf_grads = {k: v.grad for k, v in weights.items()}
     logical = {}
@@ -150,3 +165,25 @@ def test_layout_invariance(baseline: dict, tp: int, pp: int, world: int, mbs: in
     assert worst < 1e-6, (tp, pp, world, mbs, worst)
     total = sum(r["loss"] for r in results if r["last"] and r["tp_rank"] == 0)
     assert total == pytest.approx(baseline["loss"], abs=1e-6)
+
+
+def test_vrpo_ol_on_policy_gradient_equals_bgpo(baseline: dict) -> None:
+    """Same seeded masks: on-policy the non-linear objective and the BGPO bound share their gradient."""
+    results = run_distributed(_update_rank, 2, 2, 1, 2, "vrpo_ol")
+    grads = _logical_grads(results)
+    assert max(_rel(grads[k], baseline["grads"][k]) for k in grads) < 1e-6
+    assert results[0]["n_mb"] == 2  # 2 responses per micro-batch, each with all n_t canvases
+
+
+def test_off_policy_first_update_equals_on_policy(baseline: dict) -> None:
+    results = run_distributed(_update_rank, 2, 1, 2, 4, "bgpo", True)
+    grads = _logical_grads(results)
+    assert max(_rel(grads[k], baseline["grads"][k]) for k in grads) < 1e-6
+
+
+def test_diffu_grpo_matches_fp64_oracle() -> None:
+    oracle, oracle_loss = _oracle_grads("diffu_grpo")
+    results = run_distributed(_update_rank, 2, 2, 1, 3, "diffu_grpo")
+    grads = _logical_grads(results)
+    assert max(_rel(grads[k], oracle[k]) for k in grads) < 1e-5
+    assert sum(r["loss"] for r in results if r["tp_rank"] == 0) == pytest.approx(oracle_loss, abs=1e-6)
