@@ -87,6 +87,22 @@ class _CpuAllocTorch(types.ModuleType):
         return getattr(torch, name)
 
 
+def _clip_grad_by_total_norm_cpu(parameters, max_norm, total_norm, use_decoupled_grad=False):
+    """CPU twin of `clip_grads.clip_grad_by_total_norm_fp32` (which asserts torch.cuda.FloatTensor grads
+    and scales through a CUDA multi-tensor kernel): the same in-place scaling with plain tensor ops."""
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    attr = "decoupled_grad" if use_decoupled_grad else "grad"
+    grads = [getattr(p, attr) for p in parameters if getattr(p, attr, None) is not None]
+    clip_coeff = max_norm / (total_norm + 1.0e-6)
+    if isinstance(clip_coeff, torch.Tensor):
+        clip_coeff = clip_coeff.clamp_max(1.0)
+    elif clip_coeff >= 1.0:
+        return
+    for g in grads:
+        g.detach().mul_(clip_coeff)
+
+
 def apply() -> bool:
     """Install the CPU patches once; returns True when they are active."""
     global _APPLIED
@@ -129,6 +145,11 @@ def apply() -> bool:
     for name in ("max_memory_allocated", "memory_allocated", "max_memory_reserved", "memory_reserved"):
         setattr(cuda, name, functools.partial(lambda *args, **kwargs: 0))
     cuda.reset_peak_memory_stats = lambda device=None: None
+
+    # Gradient clipping (`MegatronOptimizer.clip_grad_norm` -> clip_grad_by_total_norm_fp32).
+    from megatron.core.optimizer import optimizer as mcore_optimizer
+
+    mcore_optimizer.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_cpu
 
     # Literal `device="cuda"` allocations: swap the module-level `torch` name of those modules only.
     proxy = _CpuAllocTorch()

@@ -141,6 +141,15 @@ def diffu_grpo(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict
     return loss, {"overflow_guard": float(clamped), "clip_fraction": float(clipped.sum() / rows.valid.sum())}
 
 
+def elbo_sft(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Masked-diffusion SFT: maximise the MC ELBO. Row = one MC sample; loss = -sum weight * l_j / n_t.
+
+    With weight = 1 / (responses x L) this is LLaDA's SFT loss (answer-length normalised, spec §3.1).
+    """
+    loss = -(rows.weights.to(rows.logp.dtype) * rows.logp).sum() / cfg.num_mc_samples
+    return loss, {}
+
+
 @dataclass(frozen=True)
 class Objective:
     """A registered objective and what it needs from the update loop."""
@@ -170,3 +179,4 @@ def get_objective(name: str) -> Objective:
 register(Objective("bgpo", bgpo, row="mc_sample", likelihood="elbo"))
 register(Objective("vrpo_ol", vrpo_ol, row="response", likelihood="elbo"))
 register(Objective("diffu_grpo", diffu_grpo, row="response", likelihood="mean_field"))
+register(Objective("elbo_sft", elbo_sft, row="mc_sample", likelihood="elbo"))

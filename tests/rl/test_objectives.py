@@ -116,7 +116,7 @@ def test_registry_objectives_on_hand_computed_example(name: str) -> None:
 
 
 def test_registry_lists_all_and_rejects_unknown() -> None:
-    assert set(OBJECTIVES) >= {"bgpo", "vrpo_ol", "diffu_grpo"}
+    assert set(OBJECTIVES) >= {"bgpo", "vrpo_ol", "diffu_grpo", "elbo_sft"}
     assert OBJECTIVES["bgpo"].row == "mc_sample" and OBJECTIVES["vrpo_ol"].row == "response"
     with pytest.raises(ValueError, match="unknown objective 'ppo'"):
         get_objective("ppo")
@@ -152,3 +152,9 @@ def test_group_advantages_hand_values() -> None:
     assert group_advantages(rewards, normalize_std=False)[0].tolist() == [0.5, -0.5, -0.5, 0.5]
     with pytest.raises(ValueError, match="group_size >= 2"):
         group_advantages(torch.ones(3, 1))
+
+
+def test_elbo_sft_is_negative_mean_elbo() -> None:
+    rows = RowTerms(torch.tensor([-2.0, -4.0]), torch.zeros(2), torch.full((2,), 0.5))
+    loss, _ = get_objective("elbo_sft").fn(rows, ObjectiveConfig(num_mc_samples=2))
+    assert loss.item() == pytest.approx(1.5)  # -(0.5 * -2 + 0.5 * -4) / 2

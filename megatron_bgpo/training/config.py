@@ -1,0 +1,249 @@
+"""Training configuration: typed dataclasses, Megatron-style flags, YAML recipes; validated once.
+
+`parse_args(argv)` reads ``--config recipe.yaml`` first (keys are flag names with underscores),
+then command-line flags override it; the result is a frozen `TrainConfig` whose ``__post_init__``
+methods reject impossible settings with a message naming the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from megatron_bgpo.parallel.distributed import ParallelConfig
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    model: str = "tiny"  # preset name, HF config.json/folder, or a converted Megatron checkpoint folder
+    params_dtype: str = "fp32"  # fp32 | bf16
+    use_te: bool | None = None  # None: Transformer Engine when available
+
+    def __post_init__(self) -> None:
+        _check(
+            self.params_dtype in ("fp32", "bf16"),
+            f"--params-dtype must be fp32 or bf16, got {self.params_dtype}",
+        )
+
+
+@dataclass(frozen=True)
+class RLArgs:
+    objective: str = "bgpo"
+    num_mc_samples: int = 16  # n_t
+    group_size: int = 8  # G responses per prompt
+    rollout_batch_size: int = 16  # prompts per step (global)
+    mini_batch_size: int = 16  # prompts per optimizer update; == rollout_batch_size is on-policy
+    micro_batch_size: int = 4  # canvases per micro-batch (mc_sample objectives) or responses
+    masking_mode: str = "continuous"  # continuous (1/t) | discrete (L/l)
+    masking_eps: float = 1e-3
+    elbo_tokens: str = "canvas"  # canvas (incl. EOS padding) | first_eos
+    bound: str = "both"  # BGPO: both | taylor | jensen
+    max_log_ratio: float = 20.0
+    clip_eps: float | None = None
+    kl_beta: float = 0.0
+    advantage_eps: float = 1e-6
+    drop_zero_variance_groups: bool = True
+
+    def __post_init__(self) -> None:
+        from megatron_bgpo.rl.objectives import OBJECTIVES
+
+        _check(
+            self.objective in OBJECTIVES,
+            f"--objective {self.objective!r} unknown; choose from {sorted(OBJECTIVES)}",
+        )
+        _check(self.num_mc_samples >= 1, f"--num-mc-samples must be >= 1, got {self.num_mc_samples}")
+        _check(self.group_size >= 2, f"--group-size must be >= 2 for group advantages, got {self.group_size}")
+        _check(self.micro_batch_size >= 1, f"--micro-batch-size must be >= 1, got {self.micro_batch_size}")
+        _check(
+            self.mini_batch_size >= 1 and self.rollout_batch_size % self.mini_batch_size == 0,
+            f"--rollout-batch-size ({self.rollout_batch_size}) must be a multiple of --mini-batch-size "
+            f"({self.mini_batch_size})",
+        )
+        _check(self.masking_mode in ("continuous", "discrete"), f"--masking-mode: {self.masking_mode!r}")
+        _check(self.elbo_tokens in ("canvas", "first_eos"), f"--elbo-tokens: {self.elbo_tokens!r}")
+
+    @property
+    def updates_per_rollout(self) -> int:
+        return self.rollout_batch_size // self.mini_batch_size
+
+    @property
+    def on_policy(self) -> bool:
+        return self.updates_per_rollout == 1
+
+
+@dataclass(frozen=True)
+class GenerationArgs:
+    gen_length: int = 256
+    diffusion_steps: int = 128
+    block_length: int = 32
+    temperature: float = 0.9
+    remasking: str = "low_confidence"
+    cfg_scale: float = 0.0
+    max_prompt_length: int = 256
+
+    def __post_init__(self) -> None:
+        _check(
+            self.gen_length % self.block_length == 0,
+            f"--gen-length ({self.gen_length}) must be a multiple of --block-length ({self.block_length})",
+        )
+        blocks = self.gen_length // self.block_length
+        _check(
+            self.diffusion_steps % blocks == 0,
+            f"--diffusion-steps ({self.diffusion_steps}) must be a multiple of the number of blocks "
+            f"({blocks} = gen_length / block_length)",
+        )
+        _check(self.remasking in ("low_confidence", "random"), f"--remasking: {self.remasking!r}")
+        _check(self.temperature >= 0, f"--temperature must be >= 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class OptimArgs:
+    lr: float = 5e-7
+    min_lr: float = 0.0
+    lr_decay_style: str = "constant"  # constant | cosine | linear
+    lr_warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0
+    use_distributed_optimizer: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        _check(
+            self.lr_decay_style in ("constant", "cosine", "linear"),
+            f"--lr-decay-style: {self.lr_decay_style!r}",
+        )
+
+
+@dataclass(frozen=True)
+class DataArgs:
+    task: str = "sudoku"
+    train_data: str | None = None  # local path or hub name; None: the task's built-in generator if any
+    eval_data: str | None = None
+    eval_samples: int = 64
+    tokenizer: str | None = None  # tokenizer folder/file; default: the one stored with --load
+
+
+@dataclass(frozen=True)
+class CheckpointArgs:
+    load: str | None = None
+    save: str | None = None
+    save_interval: int = 0
+    keep_last: int = 2
+    finetune: bool = False  # load weights only (a converted or SFT checkpoint), reset optimizer/step
+
+
+@dataclass(frozen=True)
+class LoggingArgs:
+    log_interval: int = 1
+    eval_interval: int = 0
+    tensorboard_dir: str | None = None
+    wandb_project: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelArgs = field(default_factory=ModelArgs)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    rl: RLArgs = field(default_factory=RLArgs)
+    generation: GenerationArgs = field(default_factory=GenerationArgs)
+    optim: OptimArgs = field(default_factory=OptimArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    checkpoint: CheckpointArgs = field(default_factory=CheckpointArgs)
+    logging: LoggingArgs = field(default_factory=LoggingArgs)
+    train_steps: int = 100
+    seed: int = 1234
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_GROUPS = {
+    "model": ModelArgs,
+    "parallel": ParallelConfig,
+    "rl": RLArgs,
+    "generation": GenerationArgs,
+    "optim": OptimArgs,
+    "data": DataArgs,
+    "checkpoint": CheckpointArgs,
+    "logging": LoggingArgs,
+}
+_TOP = ("train_steps", "seed")
+# Megatron-LM spellings of our field names.
+_ALIASES = {
+    "tensor_model_parallel_size": ["--tp"],
+    "pipeline_model_parallel_size": ["--pp"],
+}
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
+
+
+def _flag_type(f: dataclasses.Field):
+    kind = str(f.type)
+    if "bool" in kind:
+        return _parse_bool
+    if "float" in kind:
+        return float
+    if "int" in kind:
+        return int
+    return str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="BGPO / RL training of diffusion LLMs on Megatron-Core")
+    p.add_argument("--config", help="YAML recipe; its keys are flag names with underscores")
+    for group_name, cls in _GROUPS.items():
+        g = p.add_argument_group(group_name)
+        for f in fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            g.add_argument(flag, *_ALIASES.get(f.name, []), dest=f.name, type=_flag_type(f), default=None)
+    for name in _TOP:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=int, default=None)
+    return p
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Build and validate a TrainConfig from flat ``{field_name: value}`` (unknown keys are errors)."""
+    known = {f.name for cls in _GROUPS.values() for f in fields(cls)} | set(_TOP)
+    unknown = sorted(set(values) - known)
+    _check(not unknown, f"unknown configuration keys: {unknown}")
+    groups = {
+        name: cls(**{f.name: values[f.name] for f in fields(cls) if values.get(f.name) is not None})
+        for name, cls in _GROUPS.items()
+    }
+    top = {k: values[k] for k in _TOP if values.get(k) is not None}
+    cfg = TrainConfig(**groups, **top)
+    _check(cfg.train_steps >= 1, f"--train-steps must be >= 1, got {cfg.train_steps}")
+    return cfg
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    args = vars(build_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    recipe = args.pop("config")
+    if recipe:
+        path = Path(recipe)
+        _check(path.is_file(), f"--config: recipe not found: {recipe}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        _check(isinstance(loaded, dict), f"--config {recipe}: expected a mapping of flag names to values")
+        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    values.update({k: v for k, v in args.items() if v is not None})
+    return config_from_dict(values)
