@@ -1,0 +1,120 @@
+"""Generate text with a LLaDA model from a Megatron checkpoint (any TP/PP), with LLaDA's chat template.
+
+    torchrun --nproc-per-node 2 tools/generate.py --load runs/tiny/bgpo --tp 2 --prompt "Solve ..."
+    torchrun --nproc-per-node 8 tools/generate.py --load ckpt/llada-8b --tp 8 --prompts-file q.jsonl \\
+        --gen-length 256 --steps 128 --block-length 32
+
+An HF folder is converted first with ``tools/convert_hf.py import``. ``--prompts-file`` is JSONL with a
+"prompt" (user message) or "messages" (chat) field per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def read_prompts(args: argparse.Namespace) -> list[list[dict[str, str]]]:
+    if args.prompt is not None:
+        return [[{"role": "user", "content": args.prompt}]]
+    conversations = []
+    for n, line in enumerate(Path(args.prompts_file).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            messages = (
+                record["messages"]
+                if "messages" in record
+                else [{"role": "user", "content": record["prompt"]}]
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise SystemExit(
+                f"{args.prompts_file}:{n}: expected JSON with 'prompt' or 'messages' ({exc})"
+            ) from exc
+        conversations.append(messages)
+    if not conversations:
+        raise SystemExit(f"{args.prompts_file}: no prompts")
+    return conversations
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--load", required=True, help="Megatron checkpoint folder (with config.json and tokenizer/)"
+    )
+    p.add_argument("--tokenizer", help="tokenizer folder or .model (default: the one stored with --load)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt")
+    src.add_argument("--prompts-file")
+    p.add_argument("--tp", "--tensor-model-parallel-size", dest="tp", type=int, default=1)
+    p.add_argument("--pp", "--pipeline-model-parallel-size", dest="pp", type=int, default=1)
+    p.add_argument("--gen-length", type=int, default=128)
+    p.add_argument("--steps", type=int, default=128)
+    p.add_argument("--block-length", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--cfg-scale", type=float, default=0.0)
+    p.add_argument("--remasking", default="low_confidence", choices=["low_confidence", "random"])
+    p.add_argument("--threshold", type=float, default=None, help="confidence-threshold parallel decoding")
+    p.add_argument(
+        "--prefill", default="", help='text appended after the assistant header, e.g. "<reasoning>"'
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--params-dtype", default="bf16", choices=["bf16", "fp32"])
+    args = p.parse_args()
+    conversations = read_prompts(args)
+
+    import torch
+    from megatron.core import parallel_state as ps
+
+    from megatron_bgpo.checkpointing.megatron_io import load_model_checkpoint, read_checkpoint_config
+    from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig, generate
+    from megatron_bgpo.models.llada import build_model_chunks
+    from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
+    from megatron_bgpo.parallel import ParallelConfig, init_distributed, initialize_model_parallel
+    from megatron_bgpo.tokenizer import load_tokenizer
+
+    init_distributed()
+    parallel = ParallelConfig(args.tp, args.pp)
+    pgs = initialize_model_parallel(parallel)
+    cfg = read_checkpoint_config(args.load)
+    tokenizer = load_tokenizer(args.tokenizer or args.load)
+    tokenizer.check_model_vocab(cfg.embedding_size)
+    dtype = torch.bfloat16 if args.params_dtype == "bf16" and torch.cuda.is_available() else torch.float32
+    chunks = build_model_chunks(cfg, parallel, pgs, params_dtype=dtype)
+    load_model_checkpoint(chunks, args.load)
+    denoiser = MegatronDenoiser(chunks, cfg)
+    texts = [tokenizer.apply_chat_template(m, prefill=args.prefill) for m in conversations]
+    prompts = Prompts.from_lists([tokenizer.encode(t) for t in texts], pad_id=tokenizer.pad_id)
+    sampler = SamplerConfig(
+        gen_length=args.gen_length,
+        steps=args.steps,
+        block_length=args.block_length,
+        temperature=args.temperature,
+        cfg_scale=args.cfg_scale,
+        remasking=args.remasking,
+        mask_id=tokenizer.mask_id,
+        eos_id=tokenizer.eos_id,
+        stop_ids=(tokenizer.eot_id,),
+        threshold=args.threshold,
+    )
+    out = generate(
+        denoiser,
+        prompts,
+        sampler,
+        seed=args.seed,
+        vocab=denoiser.vocab_shard(),
+        pipeline=denoiser.pipeline_comm(),
+    )
+    if torch.distributed.get_rank() == 0:
+        for conv, row, n in zip(conversations, out.tokens, out.lengths, strict=True):
+            print(f"### {conv[-1]['content'][:200]}")
+            print(args.prefill + tokenizer.decode(row[: int(n)].tolist(), skip_special_tokens=True))
+            print(f"[{int(n)} tokens, {out.nfe} denoiser calls]", flush=True)
+    ps.destroy_model_parallel()
+    torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
