@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from megatron_bgpo.models.llada.config import LLaDAConfig
+from megatron_bgpo.models.llada.reference import hf_tensor_shapes
 
 HF_PREFIX = "model.transformer."
 
@@ -47,6 +48,15 @@ class TensorMapping:
 
     def hf_names(self, layer: int | None = None) -> tuple[str, ...]:
         return tuple(n.format(layer=layer) for n in self.hf)
+
+    @property
+    def checkpoint_key(self) -> str:
+        """Key of the logical tensor in a Megatron dist checkpoint.
+
+        megatron-core stacks layers on a leading axis (key without the layer index) and names the
+        norms as the Transformer-Engine spec does (the local spec maps its keys onto those).
+        """
+        return (self.te_megatron or self.megatron).replace("{layer}.", "")
 
 
 L = "decoder.layers.{layer}."
@@ -138,6 +148,36 @@ def to_hf(
             names[2]: v.reshape(-1, width).contiguous(),
         }
     raise ValueError(f"unknown split kind {m.split!r} for {m.megatron}")
+
+
+def model_mappings(cfg: LLaDAConfig) -> tuple[TensorMapping, ...]:
+    """The mappings a model of ``cfg`` has (no separate output layer when embeddings are tied)."""
+    return tuple(m for m in MAPPINGS if not (cfg.weight_tying and m.megatron == "output_layer.weight"))
+
+
+def layers_of(m: TensorMapping, cfg: LLaDAConfig) -> tuple[int | None, ...]:
+    return tuple(range(cfg.n_layers)) if m.per_layer else (None,)
+
+
+def hf_sources(cfg: LLaDAConfig) -> dict[str, tuple[TensorMapping, int | None]]:
+    """Full HF tensor name -> (mapping, layer) that produces it (the inverse direction of the table)."""
+    return {
+        HF_PREFIX + name: (m, layer)
+        for m in model_mappings(cfg)
+        for layer in layers_of(m, cfg)
+        for name in m.hf_names(layer)
+    }
+
+
+def logical_shape(m: TensorMapping, cfg: LLaDAConfig) -> tuple[int, ...]:
+    """Shape of one layer's TP=1 Megatron tensor of ``m`` (computed on the meta device, no memory)."""
+    shapes = hf_tensor_shapes(cfg)
+
+    def meta(name: str, dim: int | None, start: int, stop: int) -> torch.Tensor:
+        t = torch.empty(shapes[HF_PREFIX + name], device="meta")
+        return t if dim is None else t.narrow(dim, start, stop - start)
+
+    return tuple(read_local(m, cfg, 0 if m.per_layer else None, meta).shape)
 
 
 def dict_reader(hf_weights: dict[str, torch.Tensor]) -> Reader:
