@@ -63,7 +63,13 @@ def wrap_ddp(
     return wrapped
 
 
-def zero_grads(wrapped: Sequence[DistributedDataParallel]) -> None:
-    """Zero the DDP gradient buffers (call before each accumulation window)."""
+def zero_grads(wrapped: Sequence[DistributedDataParallel], optimizer=None) -> None:
+    """Zero the DDP gradient buffers and the optimizer's ``param.grad`` (call before each accumulation).
+
+    The optimizer matters after its first step: megatron's optimizer points ``param.grad`` at
+    ``main_grad``; left in place, the next backward accumulates into main_grad twice.
+    """
     for w in wrapped:
         w.zero_grad_buffer()
+    if optimizer is not None:
+        optimizer.zero_grad()

@@ -217,14 +217,14 @@ class Trainer:
 
     def _optimizer_step(self, microbatches, where: str) -> tuple[float, float, dict[str, float]]:
         """Accumulate gradients over ``microbatches`` and step; skip the step on a non-finite loss/grad."""
-        zero_grads(self.model)
+        zero_grads(self.model, self.optimizer)
         stats = policy_update(self.model, microbatches, self.objective, self.objective_cfg, self._tp_group())
         local_loss = stats.loss
         bad = not math.isfinite(local_loss) or not all(
             torch.isfinite(p.main_grad).all() for m in self.model for p in m.parameters() if p.requires_grad
         )
         if self._any_rank(bad):
-            zero_grads(self.model)
+            zero_grads(self.model, self.optimizer)
             raise NonFiniteError(
                 f"non-finite loss or gradient at {where} (rank {self.env.rank} loss {local_loss}); "
                 "optimizer step skipped, weights unchanged"

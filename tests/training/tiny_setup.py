@@ -1,0 +1,76 @@
+"""A tiny Sudoku run setup for training tests: data files, a SentencePiece tokenizer, a model config."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from megatron_bgpo.models.llada import LLaDAConfig
+from megatron_bgpo.tasks import get_task
+from megatron_bgpo.tasks.sudoku import generate_puzzles
+from megatron_bgpo.tokenizer import train_sentencepiece
+from megatron_bgpo.training.sft import reference_completion
+
+
+def make_tiny_run(root: Path) -> dict[str, str]:
+    """Write train/eval CSVs (d1's Puzzle,Solution columns), a tokenizer and config.json under ``root``."""
+    task = get_task("sudoku")
+    puzzles = generate_puzzles(40, seed=7)
+    for name, rows in (("train.csv", puzzles[:32]), ("eval.csv", puzzles[32:])):
+        with open(root / name, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["Puzzle", "Solution"])
+            writer.writerows((p.puzzle, p.solution) for p in rows)
+    texts = [task.prompt_text(p) + reference_completion(task, p) for p in puzzles]
+    tok = train_sentencepiece(texts, 400, root / "tokenizer")
+    cfg = LLaDAConfig(
+        d_model=32,
+        n_layers=2,
+        n_heads=2,
+        n_kv_heads=2,
+        mlp_hidden_size=64,
+        vocab_size=tok.vocab_size,
+        embedding_size=tok.padded_vocab_size(multiple=64),
+        max_sequence_length=512,
+        mask_token_id=tok.mask_id,
+        eos_token_id=tok.eos_id,
+        pad_token_id=tok.pad_id,
+    )
+    cfg.to_json(root / "config.json")
+    return {
+        "model": str(root / "config.json"),
+        "tokenizer": str(root / "tokenizer"),
+        "train": str(root / "train.csv"),
+        "eval": str(root / "eval.csv"),
+    }
+
+
+def flags(files: dict[str, str], **overrides) -> list[str]:
+    """Command-line flags of a small, fast run (override any with keyword=value)."""
+    values = {
+        "model": files["model"],
+        "tokenizer": files["tokenizer"],
+        "task": "sudoku",
+        "train_data": files["train"],
+        "eval_data": files["eval"],
+        "eval_samples": 4,
+        "rollout_batch_size": 4,
+        "mini_batch_size": 4,
+        "group_size": 2,
+        "micro_batch_size": 4,
+        "num_mc_samples": 2,
+        "gen_length": 48,
+        "block_length": 16,
+        "diffusion_steps": 6,
+        "max_prompt_length": 460,
+        "lr": 1e-3,
+        "train_steps": 4,
+        "log_interval": 1,
+        "seed": 3,
+    }
+    values.update(overrides)
+    out: list[str] = []
+    for k, v in values.items():
+        if v is not None:
+            out += ["--" + k.replace("_", "-"), str(v)]
+    return out
