@@ -72,12 +72,13 @@ def main() -> None:
     from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig, generate
     from megatron_bgpo.models.llada import build_model_chunks
     from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
-    from megatron_bgpo.parallel import ParallelConfig, init_distributed, initialize_model_parallel
+    from megatron_bgpo.parallel import ParallelConfig, init_distributed, initialize_model_parallel, set_seed
     from megatron_bgpo.tokenizer import load_tokenizer
 
     init_distributed()
     parallel = ParallelConfig(args.tp, args.pp)
     pgs = initialize_model_parallel(parallel)
+    set_seed(args.seed)  # also seeds megatron's model-parallel RNG tracker, which the forward uses
     cfg = read_checkpoint_config(args.load)
     tokenizer = load_tokenizer(args.tokenizer or args.load)
     tokenizer.check_model_vocab(cfg.embedding_size)

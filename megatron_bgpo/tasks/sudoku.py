@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 from megatron_bgpo.tasks import prompts
 from megatron_bgpo.tasks.base import Message, Score, Task, answer_block
 
@@ -56,9 +58,22 @@ def all_grids() -> tuple[str, ...]:
     return tuple(grids)
 
 
+@lru_cache(maxsize=1)
+def _grid_array() -> np.ndarray:
+    """The 288 valid grids as a [288, 16] uint8 array of digits."""
+    return np.array([[int(ch) for ch in g] for g in all_grids()], dtype=np.uint8)
+
+
+def _consistent(puzzle: str) -> np.ndarray:
+    """[288] bool: which valid grids agree with every given cell of ``puzzle`` (vectorised)."""
+    digits = np.frombuffer(puzzle.encode(), dtype=np.uint8) - ord("0")
+    return ((_grid_array() == digits) | (digits == 0)).all(axis=1)
+
+
 def solutions(puzzle: str) -> list[str]:
     """Every valid grid consistent with ``puzzle``."""
-    return [g for g in all_grids() if all(p in ("0", s) for p, s in zip(puzzle, g, strict=True))]
+    grids = all_grids()
+    return [grids[i] for i in np.flatnonzero(_consistent(puzzle))]
 
 
 def generate_puzzles(n: int, n_empty: int | tuple[int, int] = (6, 10), seed: int = 0) -> list[SudokuExample]:
@@ -89,7 +104,7 @@ def generate_puzzles(n: int, n_empty: int | tuple[int, int] = (6, 10), seed: int
             if cells.count("0") == want:
                 break
             kept, cells[i] = cells[i], "0"
-            if len(solutions("".join(cells))) != 1:
+            if _consistent("".join(cells)).sum() != 1:
                 cells[i] = kept
         puzzle = "".join(cells)
         if puzzle.count("0") == want and puzzle not in seen:

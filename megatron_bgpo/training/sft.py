@@ -20,7 +20,7 @@ from megatron_bgpo.tokenizer import Tokenizer
 def reference_completion(task: Task, example: Any) -> str:
     """A d1-format completion scoring the task's maximum reward (tasks with a known answer)."""
     if task.name == "sudoku":
-        return f"<reasoning>\nFill each empty cell.\n</reasoning>\n<answer>\n{example.solution}\n</answer>"
+        return f"<reasoning>\n</reasoning>\n<answer>\n{example.solution}\n</answer>"
     answer = getattr(example, "answer", None)
     if answer is None:
         raise ValueError(f"task {task.name!r} has no reference completion for SFT")

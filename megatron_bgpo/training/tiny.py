@@ -1,27 +1,38 @@
-"""Prepare the tiny CPU run: a SentencePiece tokenizer trained on the task's own prompts and answers,
-and a small LLaDA-shaped config sized to it.
+"""Prepare the tiny CPU run: generated task data, a SentencePiece tokenizer trained on the task's own
+prompts and answers, and a small LLaDA-shaped config sized to it.
 
-    python -m megatron_bgpo.training.tiny --task sudoku --out runs/tiny/base
+    python -m megatron_bgpo.training.tiny --out runs/tiny/base
+
+Writes ``train.csv`` / ``eval.csv`` (4x4 Sudoku puzzles with a unique solution, d1's column names),
+``tokenizer/`` and ``config.json`` under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
 
 from megatron_bgpo.models.llada import LLaDAConfig
 from megatron_bgpo.tasks import get_task
+from megatron_bgpo.tasks.sudoku import generate_puzzles
 from megatron_bgpo.tokenizer import train_sentencepiece
-from megatron_bgpo.training.resources import load_examples
 from megatron_bgpo.training.sft import reference_completion
 
 
-def prepare(task_name: str, out: Path, vocab_size: int, d_model: int, layers: int, seed: int) -> LLaDAConfig:
-    task = get_task(task_name)
-    examples = load_examples(task, None, "train", seed)
-    texts = [task.prompt_text(ex) + reference_completion(task, ex) for ex in examples[:500]]
+def prepare(
+    out: Path, n_empty: tuple[int, int], vocab_size: int, d_model: int, layers: int, seed: int
+) -> LLaDAConfig:
+    task = get_task("sudoku")
+    puzzles = generate_puzzles(2256, n_empty=n_empty, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train.csv", puzzles[:2000]), ("eval.csv", puzzles[2000:])):
+        with open(out / name, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["Puzzle", "Solution"])
+            writer.writerows((p.puzzle, p.solution) for p in rows)
+    texts = [task.prompt_text(ex) + reference_completion(task, ex) for ex in puzzles[:500]]
     tokenizer = train_sentencepiece(texts, vocab_size, out / "tokenizer")
-    rows = tokenizer.padded_vocab_size(multiple=64)
     cfg = LLaDAConfig(
         d_model=d_model,
         n_layers=layers,
@@ -29,7 +40,7 @@ def prepare(task_name: str, out: Path, vocab_size: int, d_model: int, layers: in
         n_kv_heads=d_model // 32,
         mlp_hidden_size=3 * d_model,
         vocab_size=tokenizer.vocab_size,
-        embedding_size=rows,
+        embedding_size=tokenizer.padded_vocab_size(multiple=64),
         max_sequence_length=512,
         mask_token_id=tokenizer.mask_id,
         eos_token_id=tokenizer.eos_id,
@@ -41,17 +52,24 @@ def prepare(task_name: str, out: Path, vocab_size: int, d_model: int, layers: in
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", default="sudoku")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--n-empty",
+        type=int,
+        nargs=2,
+        default=(3, 5),
+        metavar=("MIN", "MAX"),
+        help="empty cells per puzzle (d1's test puzzles have 8; fewer suits a tiny model)",
+    )
     p.add_argument("--vocab-size", type=int, default=512)
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--seed", type=int, default=1234)
     a = p.parse_args(argv)
-    cfg = prepare(a.task, a.out, a.vocab_size, a.d_model, a.layers, a.seed)
+    cfg = prepare(a.out, tuple(a.n_empty), a.vocab_size, a.d_model, a.layers, a.seed)
     print(
-        f"tiny {a.task} model: {cfg.num_parameters / 1e6:.2f}M parameters, vocab {cfg.vocab_size} "
-        f"(embedding rows {cfg.embedding_size}); files in {a.out}"
+        f"tiny sudoku model: {cfg.num_parameters / 1e6:.2f}M parameters, vocab {cfg.vocab_size} "
+        f"(embedding rows {cfg.embedding_size}); data, tokenizer and config.json in {a.out}"
     )
 
 
