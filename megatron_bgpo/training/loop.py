@@ -49,6 +49,11 @@ class Trainer:
         set_seed(cfg.seed)
         self.dp_group = ps.get_data_parallel_group()
         self.dp_size, self.dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
+        if cfg.rl.mini_batch_size % self.dp_size != 0:
+            raise ValueError(
+                f"--mini-batch-size ({cfg.rl.mini_batch_size}) must be divisible by the data-parallel size "
+                f"({self.dp_size}) so every rank updates on the same number of prompts"
+            )
         self.model_cfg = resolve_model(cfg)
         self.tokenizer = resolve_tokenizer(cfg)
         self.tokenizer.check_model_vocab(self.model_cfg.embedding_size)
@@ -140,8 +145,8 @@ class Trainer:
             if rl.drop_zero_variance_groups and rl.kl_beta == 0:
                 prompt_rows = prompt_rows[rollout.informative[prompt_rows]]
             w = weight
-            if len(prompt_rows) == 0:  # nothing informative here: one zero-weight group keeps the
-                prompt_rows, w = torch.arange(1), 0.0  # schedule's collectives aligned across DP ranks
+            if len(prompt_rows) == 0:  # nothing informative: one zero-weight group keeps the schedule's
+                prompt_rows, w = torch.arange(u * per_update, u * per_update + 1), 0.0  # collectives aligned
             rows = (prompt_rows[:, None] * rl.group_size + torch.arange(rl.group_size)).reshape(-1)
             sub = rollout.batch.select(rows)
             sub.loss_weight = torch.full((len(sub),), w, dtype=torch.float64)
