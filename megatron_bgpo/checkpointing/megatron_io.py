@@ -1,0 +1,261 @@
+"""The model part of Megatron ``torch_dist`` checkpoints: save, load at any TP/PP, and per-tensor reads.
+
+On-disk layout (Megatron-LM conventions)::
+
+    <ckpt>/latest_checkpointed_iteration.txt   "release" or the iteration number
+    <ckpt>/release/ or <ckpt>/iter_0000100/     megatron.core.dist_checkpointing (torch_dist) folder:
+                                                 .metadata, __<rank>_<n>.distcp, metadata.json
+    <ckpt>/config.json                          the LLaDA HF config (architecture; auto_map kept)
+    <ckpt>/tokenizer/                           tokenizer files (`load_tokenizer(<ckpt>)` finds them)
+    <ckpt>/hf_files/                            other files of the source HF folder (generation config,
+                                                 modeling code), copied back on export
+
+The state dict is Megatron-LM's: ``{"model": chunk.sharded_state_dict()}`` (``model0``, ``model1``, ...
+with virtual pipeline stages) plus ``checkpoint_version`` and ``iteration``. Tensors are stored under
+their global (TP=1, layers stacked) keys, so `load_model_checkpoint` reshards to any TP/PP layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing import ShardedTensor
+from megatron.core.dist_checkpointing.dict_utils import nested_values
+from megatron.core.dist_checkpointing.strategies import filesystem_async
+from megatron.core.dist_checkpointing.strategies.torch import (
+    TorchDistLoadShardedStrategy,
+    TorchDistSaveShardedStrategy,
+)
+from megatron.core.dist_checkpointing.validation import StrictHandling
+
+from megatron_bgpo.checkpointing.hf_io import CheckpointError
+from megatron_bgpo.checkpointing.llada_mapping import TensorMapping, logical_shape, model_mappings
+from megatron_bgpo.models.llada.config import LLaDAConfig
+from megatron_bgpo.tokenizer.loader import CHECKPOINT_SUBDIR
+
+TRACKER_FILE = "latest_checkpointed_iteration.txt"
+RELEASE = "release"
+CONFIG_FILE = "config.json"
+TOKENIZER_SUBDIR = CHECKPOINT_SUBDIR
+HF_FILES_SUBDIR = "hf_files"
+CHECKPOINT_VERSION = 3.0
+
+
+def iteration_dirname(iteration: int | None) -> str:
+    """``release`` for None, else Megatron-LM's ``iter_XXXXXXX``."""
+    return RELEASE if iteration is None else f"iter_{iteration:07d}"
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path, int | None]:
+    """(root, iteration folder, iteration or None for release) of a checkpoint root or iteration folder."""
+    path = Path(path)
+    if (path / "metadata.json").is_file():
+        name = path.name
+        iteration = int(name.removeprefix("iter_")) if name.startswith("iter_") else None
+        return path.parent, path, iteration
+    tracker = path / TRACKER_FILE
+    if not tracker.is_file():
+        raise CheckpointError(
+            f"{path}: not a Megatron checkpoint (no {TRACKER_FILE} and no dist-checkpoint metadata.json)"
+        )
+    text = tracker.read_text().strip()
+    try:
+        iteration = None if text == RELEASE else int(text)
+    except ValueError as exc:
+        raise CheckpointError(f"{tracker}: expected 'release' or an iteration number, got {text!r}") from exc
+    folder = path / iteration_dirname(iteration)
+    if not dist_checkpointing.check_is_distributed_checkpoint(str(folder)):
+        raise CheckpointError(f"{tracker} points to {folder.name}, which is not a complete dist checkpoint")
+    return path, folder, iteration
+
+
+def read_checkpoint_config(path: str | os.PathLike) -> LLaDAConfig:
+    """The LLaDA config stored beside a Megatron checkpoint (root or iteration folder)."""
+    root, _, _ = resolve_checkpoint(path)
+    file = root / CONFIG_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{root}: no {CONFIG_FILE} beside the checkpoint (needed for the architecture)")
+    try:
+        return LLaDAConfig.from_json(file)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+
+
+@contextlib.contextmanager
+def _in_process_write_results() -> Iterator[None]:
+    """megatron-core 0.19's writer collects write results through a ``multiprocessing.Manager`` queue,
+    which starts a server process (impossible in daemonic ranks, slow everywhere). A synchronous save
+    only needs a thread-safe queue; install one for the duration of the save, then restore."""
+    previous = filesystem_async._results_queue
+    filesystem_async._results_queue = queue.Queue()
+    try:
+        yield
+    finally:
+        filesystem_async._results_queue = previous
+
+
+class SyncTorchDistSaveStrategy(TorchDistSaveShardedStrategy):
+    """``torch_dist`` save that writes in this process (writer threads only, no helper process)."""
+
+    def save(self, sharded_state_dict, checkpoint_dir) -> None:
+        with _in_process_write_results():
+            super().save(sharded_state_dict, checkpoint_dir)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _chunk_keys(model_chunks: Sequence[torch.nn.Module]) -> list[str]:
+    return ["model"] if len(model_chunks) == 1 else [f"model{i}" for i in range(len(model_chunks))]
+
+
+def model_sharded_state_dict(model_chunks: Sequence[torch.nn.Module]) -> dict:
+    """Megatron-LM's model entries: ``model`` (or ``model0``.. per virtual stage) -> sharded state dict."""
+    return {k: c.sharded_state_dict() for k, c in zip(_chunk_keys(model_chunks), model_chunks, strict=True)}
+
+
+def copy_tree_files(
+    src: str | os.PathLike, dst: str | os.PathLike, names: Sequence[str] | None = None
+) -> None:
+    """Copy the files (not folders) of ``src`` (or only ``names``) into ``dst``."""
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in sorted(src.iterdir()):
+        if path.is_file() and (names is None or path.name in names):
+            shutil.copy2(path, dst / path.name)
+
+
+def save_model_checkpoint(
+    model_chunks: Sequence[torch.nn.Module],
+    ckpt_dir: str | os.PathLike,
+    *,
+    iteration: int | None = None,
+    config: LLaDAConfig | None = None,
+    tokenizer_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Save the model chunks of every rank as ``<ckpt_dir>/release`` (or ``iter_XXXXXXX``); collective.
+
+    Rank 0 writes ``config.json`` (when ``config`` is given), copies the files of ``tokenizer_dir`` into
+    ``<ckpt_dir>/tokenizer/`` and, last, updates the tracker file. Returns the iteration folder.
+    """
+    root = Path(ckpt_dir)
+    folder = root / iteration_dirname(iteration)
+    if _rank() == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+    if dist.is_initialized():
+        dist.barrier()
+    state = model_sharded_state_dict(model_chunks)
+    state["checkpoint_version"] = CHECKPOINT_VERSION
+    state["iteration"] = iteration or 0
+    dist_checkpointing.save(state, str(folder), sharded_strategy=SyncTorchDistSaveStrategy())
+    if _rank() == 0:
+        if config is not None:
+            config.to_json(root / CONFIG_FILE)
+        if tokenizer_dir is not None:
+            copy_tree_files(tokenizer_dir, root / TOKENIZER_SUBDIR)
+        tmp = root / (TRACKER_FILE + ".tmp")
+        tmp.write_text(iteration_dirname(iteration) if iteration is None else f"{iteration}\n")
+        os.replace(tmp, root / TRACKER_FILE)
+    if dist.is_initialized():
+        dist.barrier()
+    return folder
+
+
+def _is_extra_state(key: str) -> bool:
+    return key.split("/")[0].endswith("_extra_state")
+
+
+def _check_shapes(state: dict, folder: Path) -> None:
+    """Clear error when the model's global tensor shapes differ from the checkpoint's."""
+    stored = dist_checkpointing.load_tensors_metadata(str(folder))
+    for value in nested_values(state):
+        if isinstance(value, ShardedTensor) and value.key in stored:
+            want, have = tuple(value.global_shape), tuple(stored[value.key].global_shape)
+            if want != have:
+                raise CheckpointError(
+                    f"{folder}: tensor {value.key} has global shape {list(have)}, the model expects "
+                    f"{list(want)} (checkpoint of a different architecture?)"
+                )
+
+
+def load_model_checkpoint(
+    model_chunks: Sequence[torch.nn.Module], ckpt_dir: str | os.PathLike, *, strict: bool = True
+) -> int:
+    """Load a checkpoint written at any TP/PP into this rank's model chunks; collective. Returns the
+    iteration (0 for ``release``).
+
+    ``ckpt_dir`` is a checkpoint root (the tracker file picks the iteration) or an iteration folder.
+    Only ``_extra_state`` entries (Transformer-Engine FP8 metadata) may be absent from the checkpoint;
+    a missing weight raises `CheckpointError` (unless ``strict=False``, which leaves it untouched).
+    """
+    _, folder, iteration = resolve_checkpoint(ckpt_dir)
+    state = model_sharded_state_dict(model_chunks)
+    _check_shapes(state, folder)
+    # "unexpected" in megatron-core's terms: requested by the model but absent from the checkpoint.
+    loaded, _, unexpected = dist_checkpointing.load(
+        state, str(folder), strict=StrictHandling.RETURN_UNEXPECTED
+    )
+    missing_weights = sorted(k for k in unexpected if not _is_extra_state(k))
+    if missing_weights and strict:
+        raise CheckpointError(f"{folder}: weights missing from the checkpoint: {missing_weights[:6]}")
+    for key, chunk in zip(_chunk_keys(model_chunks), model_chunks, strict=True):
+        result = chunk.load_state_dict(loaded[key], strict=False)
+        bad = [k for k in result.missing_keys if not k.endswith("_extra_state")]
+        if (bad and strict) or result.unexpected_keys:
+            raise CheckpointError(
+                f"{folder}: state dict mismatch for {key}: missing {bad[:6]}, "
+                f"unexpected {list(result.unexpected_keys)[:6]}"
+            )
+    return iteration or 0
+
+
+class MegatronCheckpointReader:
+    """Reads logical (TP=1) tensors of a Megatron LLaDA checkpoint one layer at a time, in one process.
+
+    Needs an initialised (single-rank) process group; reads only the chunks that overlap the request.
+    """
+
+    def __init__(self, ckpt_dir: str | os.PathLike, cfg: LLaDAConfig | None = None) -> None:
+        self.root, self.folder, self.iteration = resolve_checkpoint(ckpt_dir)
+        self.cfg = cfg or read_checkpoint_config(self.root)
+        self.metadata = dist_checkpointing.load_tensors_metadata(str(self.folder))
+        self.dtype = self.metadata[model_mappings(self.cfg)[0].checkpoint_key].dtype
+        self._strategy = TorchDistLoadShardedStrategy()
+
+    def check(self) -> None:
+        """Every mapped tensor is present with the shape ``cfg`` implies."""
+        for m in model_mappings(self.cfg):
+            key = m.checkpoint_key
+            if key not in self.metadata:
+                raise CheckpointError(f"{self.folder}: tensor missing: {key}")
+            want = ((self.cfg.n_layers,) if m.per_layer else ()) + logical_shape(m, self.cfg)
+            have = tuple(self.metadata[key].global_shape)
+            if have != want:
+                raise CheckpointError(
+                    f"shape mismatch: {key} in {self.folder} has shape {list(have)}, "
+                    f"{CONFIG_FILE} implies {list(want)}"
+                )
+
+    def read(self, m: TensorMapping, layer: int | None) -> torch.Tensor:
+        """The logical tensor of mapping ``m`` (one layer of it for per-layer tensors)."""
+        shape = logical_shape(m, self.cfg)
+        meta = self.metadata[m.checkpoint_key]
+        if m.per_layer:
+            buf = torch.empty((1, *shape), dtype=meta.dtype)
+            sh = ShardedTensor.from_rank_offsets(
+                m.checkpoint_key, buf, (0, layer, self.cfg.n_layers), replica_id=0
+            )
+        else:
+            buf = torch.empty(shape, dtype=meta.dtype)
+            sh = ShardedTensor.from_rank_offsets(m.checkpoint_key, buf, replica_id=0)
+        out = self._strategy.load({"t": sh}, self.folder)["t"]
+        return out[0] if m.per_layer else out
