@@ -24,6 +24,7 @@ from megatron.core.dist_checkpointing.mapping import ShardedObject
 from megatron_bgpo.checkpointing.megatron_io import (
     CHECKPOINT_VERSION,
     CONFIG_FILE,
+    HF_FILES_SUBDIR,
     TOKENIZER_SUBDIR,
     TRACKER_FILE,
     SyncTorchDistSaveStrategy,
@@ -77,6 +78,9 @@ def save(cfg: TrainConfig, step: int, model, optimizer, scheduler, model_cfg, to
         folder.mkdir(parents=True)
         model_cfg.to_json(root / CONFIG_FILE)
         tokenizer.save_pretrained(root / TOKENIZER_SUBDIR)
+        source_files = Path(cfg.checkpoint.load or "") / HF_FILES_SUBDIR
+        if cfg.checkpoint.load and source_files.is_dir() and not (root / HF_FILES_SUBDIR).exists():
+            shutil.copytree(source_files, root / HF_FILES_SUBDIR)  # modeling code etc. for HF export
     dist.barrier()
     state = _state(model, optimizer, scheduler, step, is_loading=False, with_rng=True)
     dist_checkpointing.save(state, str(folder), sharded_strategy=SyncTorchDistSaveStrategy())
