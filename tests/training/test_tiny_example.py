@@ -40,3 +40,73 @@ def test_tiny_cpu_example_runs_end_to_end(tmp_path: Path) -> None:
     assert all(0.0 <= r["reward_mean"] <= 1.0 for r in train)
     assert (tmp_path / "bgpo" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
     assert (tmp_path / "bgpo" / "tokenizer").is_dir() and (tmp_path / "bgpo" / "config.json").is_file()
+
+    # The trained checkpoint serves the evaluation and generation CLIs.
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "1",
+        "--master-port",
+        str(free_port()),
+    ]
+    out = tmp_path / "eval.jsonl"
+    proc = subprocess.run(
+        [
+            *torchrun,
+            "tools/eval.py",
+            "--load",
+            str(tmp_path / "bgpo"),
+            "--task",
+            f"sudoku={tmp_path / 'base' / 'eval.csv'}",
+            "--limit",
+            "2",
+            "--gen-length",
+            "32",
+            "--steps",
+            "8",
+            "--block-length",
+            "32",
+            "--params-dtype",
+            "fp32",
+            "--output",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sudoku: n=2" in proc.stdout and "Sudoku" in proc.stdout  # per-task line and the Table-1 header
+    assert len(out.read_text().splitlines()) == 2
+    torchrun[-1] = str(free_port())
+    proc = subprocess.run(
+        [
+            *torchrun,
+            "tools/generate.py",
+            "--load",
+            str(tmp_path / "bgpo"),
+            "--prompt",
+            "Solve 1234",
+            "--gen-length",
+            "32",
+            "--steps",
+            "8",
+            "--block-length",
+            "32",
+            "--params-dtype",
+            "fp32",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "### Solve 1234" in proc.stdout and "denoiser calls]" in proc.stdout
