@@ -298,6 +298,7 @@ def test_unprivileged_user_gets_user_namespace() -> None:
     import json
     import shutil
     import subprocess
+    import tempfile
 
     python = shutil.which("python3", path="/usr/bin:/bin")
     setpriv = shutil.which("setpriv")
@@ -310,7 +311,14 @@ def test_unprivileged_user_gets_user_namespace() -> None:
     if check.returncode != 0:
         pytest.skip(f"cannot run {python} as nobody: {check.stderr[-200:]!r}")
     out = f"/tmp/bgpo-unpriv-{secrets.token_hex(4)}"  # world-writable: only the sandbox stops the write
-    sandbox_py = Path(__file__).resolve().parents[2] / "megatron_bgpo" / "tasks" / "sandbox.py"
+    # A world-readable copy of the two sandbox files: the checkout itself may sit in a private folder.
+    tasks_dir = Path(__file__).resolve().parents[2] / "megatron_bgpo" / "tasks"
+    copy_dir = Path(tempfile.mkdtemp(prefix="bgpo-sbx-"))
+    copy_dir.chmod(0o755)
+    for name in ("sandbox.py", "_sandbox_runner.py"):
+        shutil.copy(tasks_dir / name, copy_dir / name)
+        (copy_dir / name).chmod(0o644)
+    sandbox_py = copy_dir / "sandbox.py"
     proc = subprocess.run(
         [*as_nobody, "-c", UNPRIVILEGED_SCRIPT, str(sandbox_py), out, "s3cr3t"],
         capture_output=True,
@@ -326,4 +334,5 @@ def test_unprivileged_user_gets_user_namespace() -> None:
         assert report["passed"] == [1, 0, 0, 0, 0], report
         assert report["isolation"].get("seccomp") and report["isolation"].get("landlock"), report
     finally:
+        shutil.rmtree(copy_dir, ignore_errors=True)
         assert not os.path.exists(out)
