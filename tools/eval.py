@@ -46,26 +46,16 @@ def main() -> None:
     import torch
     from megatron.core import parallel_state as ps
 
-    from megatron_bgpo.checkpointing.megatron_io import load_model_checkpoint, read_checkpoint_config
     from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig, generate
-    from megatron_bgpo.models.llada import build_model_chunks
-    from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
-    from megatron_bgpo.parallel import ParallelConfig, init_distributed, initialize_model_parallel, set_seed
+    from megatron_bgpo.models.llada.inference import decode_outputs, load_for_inference
+    from megatron_bgpo.parallel import ParallelConfig
     from megatron_bgpo.tasks import get_task
     from megatron_bgpo.tasks.evaluation import evaluate_generations, select_examples
-    from megatron_bgpo.tokenizer import REASONING_PREFILL, load_tokenizer
+    from megatron_bgpo.tokenizer import REASONING_PREFILL
 
-    init_distributed()
-    parallel = ParallelConfig(args.tp, args.pp)
-    pgs = initialize_model_parallel(parallel)
-    set_seed(args.seed)  # also seeds megatron's model-parallel RNG tracker, which the forward uses
-    cfg = read_checkpoint_config(args.load)
-    tokenizer = load_tokenizer(args.tokenizer or args.load)
-    tokenizer.check_model_vocab(cfg.embedding_size)
-    dtype = torch.bfloat16 if args.params_dtype == "bf16" and torch.cuda.is_available() else torch.float32
-    chunks = build_model_chunks(cfg, parallel, pgs, params_dtype=dtype)
-    load_model_checkpoint(chunks, args.load)
-    denoiser = MegatronDenoiser(chunks, cfg)
+    _, tokenizer, denoiser = load_for_inference(
+        args.load, args.tokenizer, ParallelConfig(args.tp, args.pp), args.params_dtype, args.seed
+    )
     sampler = SamplerConfig(
         gen_length=args.gen_length,
         steps=args.steps or args.gen_length // 2,
@@ -94,10 +84,7 @@ def main() -> None:
                 vocab=denoiser.vocab_shard(),
                 pipeline=denoiser.pipeline_comm(),
             )
-            texts = [
-                tokenizer.decode(r[: int(n)].tolist(), skip_special_tokens=True)
-                for r, n in zip(out.tokens, out.lengths, strict=True)
-            ]
+            texts = decode_outputs(tokenizer, out)
             completions += texts[: len(mine[start : start + args.batch_size])]
         gathered: list = [None] * dp_size
         torch.distributed.all_gather_object(gathered, completions, group=ps.get_data_parallel_group())

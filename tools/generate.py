@@ -68,24 +68,13 @@ def main() -> None:
     import torch
     from megatron.core import parallel_state as ps
 
-    from megatron_bgpo.checkpointing.megatron_io import load_model_checkpoint, read_checkpoint_config
     from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig, generate
-    from megatron_bgpo.models.llada import build_model_chunks
-    from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
-    from megatron_bgpo.parallel import ParallelConfig, init_distributed, initialize_model_parallel, set_seed
-    from megatron_bgpo.tokenizer import load_tokenizer
+    from megatron_bgpo.models.llada.inference import decode_outputs, load_for_inference
+    from megatron_bgpo.parallel import ParallelConfig
 
-    init_distributed()
-    parallel = ParallelConfig(args.tp, args.pp)
-    pgs = initialize_model_parallel(parallel)
-    set_seed(args.seed)  # also seeds megatron's model-parallel RNG tracker, which the forward uses
-    cfg = read_checkpoint_config(args.load)
-    tokenizer = load_tokenizer(args.tokenizer or args.load)
-    tokenizer.check_model_vocab(cfg.embedding_size)
-    dtype = torch.bfloat16 if args.params_dtype == "bf16" and torch.cuda.is_available() else torch.float32
-    chunks = build_model_chunks(cfg, parallel, pgs, params_dtype=dtype)
-    load_model_checkpoint(chunks, args.load)
-    denoiser = MegatronDenoiser(chunks, cfg)
+    _, tokenizer, denoiser = load_for_inference(
+        args.load, args.tokenizer, ParallelConfig(args.tp, args.pp), args.params_dtype, args.seed
+    )
     texts = [tokenizer.apply_chat_template(m, prefill=args.prefill) for m in conversations]
     prompts = Prompts.from_lists([tokenizer.encode(t) for t in texts], pad_id=tokenizer.pad_id)
     sampler = SamplerConfig(
@@ -109,9 +98,9 @@ def main() -> None:
         pipeline=denoiser.pipeline_comm(),
     )
     if torch.distributed.get_rank() == 0:
-        for conv, row, n in zip(conversations, out.tokens, out.lengths, strict=True):
+        for conv, text, n in zip(conversations, decode_outputs(tokenizer, out), out.lengths, strict=True):
             print(f"### {conv[-1]['content'][:200]}")
-            print(args.prefill + tokenizer.decode(row[: int(n)].tolist(), skip_special_tokens=True))
+            print(args.prefill + text)
             print(f"[{int(n)} tokens, {out.nfe} denoiser calls]", flush=True)
     ps.destroy_model_parallel()
     torch.distributed.destroy_process_group()

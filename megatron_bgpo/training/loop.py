@@ -15,6 +15,7 @@ from megatron_bgpo.diffusion.masking import MaskingSpec
 from megatron_bgpo.diffusion.sampler import SamplerConfig
 from megatron_bgpo.models.llada import build_model_chunks
 from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
+from megatron_bgpo.models.llada.inference import decode_outputs
 from megatron_bgpo.parallel import init_distributed, initialize_model_parallel, set_seed
 from megatron_bgpo.parallel.ddp import wrap_ddp, zero_grads
 from megatron_bgpo.rl.microbatches import PackingConfig, build_microbatches
@@ -258,10 +259,7 @@ class Trainer:
             vocab=self.denoiser.vocab_shard(),
             pipeline=self.denoiser.pipeline_comm(),
         )
-        texts = [
-            self.tokenizer.decode(r[: int(n)].tolist(), skip_special_tokens=True)
-            for r, n in zip(out.tokens, out.lengths, strict=True)
-        ]
+        texts = decode_outputs(self.tokenizer, out)
         scores = gather_scores(self.task, texts, shard, group=self.dp_group)
         return {
             "reward_mean": sum(s.reward for s in scores) / len(scores),

@@ -13,6 +13,7 @@ import torch
 
 from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig, generate
 from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
+from megatron_bgpo.models.llada.inference import decode_outputs
 from megatron_bgpo.rl.advantages import group_advantages, informative_groups
 from megatron_bgpo.rl.rollout import RolloutBatch
 from megatron_bgpo.tasks import Task, gather_scores
@@ -77,10 +78,7 @@ def run_rollout(
         vocab=denoiser.vocab_shard(),
         pipeline=denoiser.pipeline_comm(),
     )
-    completions = [
-        tokenizer.decode(row[: int(n)].tolist(), skip_special_tokens=True)
-        for row, n in zip(out.tokens, out.lengths, strict=True)
-    ]
+    completions = decode_outputs(tokenizer, out)
     repeated = [ex for ex in examples for _ in range(group_size)]
     scores = gather_scores(task, completions, repeated, group=dp_group)
     local_n = len(completions)

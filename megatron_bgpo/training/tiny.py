@@ -20,6 +20,23 @@ from megatron_bgpo.tokenizer import train_sentencepiece
 from megatron_bgpo.training.sft import reference_completion
 
 
+def tiny_config(tokenizer, d_model: int, layers: int) -> LLaDAConfig:
+    """A LLaDA-shaped config sized to ``tokenizer`` (head dim 32, SwiGLU width 3 x d_model)."""
+    return LLaDAConfig(
+        d_model=d_model,
+        n_layers=layers,
+        n_heads=d_model // 32,
+        n_kv_heads=d_model // 32,
+        mlp_hidden_size=3 * d_model,
+        vocab_size=tokenizer.vocab_size,
+        embedding_size=tokenizer.padded_vocab_size(multiple=64),
+        max_sequence_length=512,
+        mask_token_id=tokenizer.mask_id,
+        eos_token_id=tokenizer.eos_id,
+        pad_token_id=tokenizer.pad_id,
+    )
+
+
 def prepare(
     out: Path, n_empty: tuple[int, int], vocab_size: int, d_model: int, layers: int, seed: int
 ) -> LLaDAConfig:
@@ -33,19 +50,7 @@ def prepare(
             writer.writerows((p.puzzle, p.solution) for p in rows)
     texts = [task.prompt_text(ex) + reference_completion(task, ex) for ex in puzzles[:500]]
     tokenizer = train_sentencepiece(texts, vocab_size, out / "tokenizer")
-    cfg = LLaDAConfig(
-        d_model=d_model,
-        n_layers=layers,
-        n_heads=d_model // 32,
-        n_kv_heads=d_model // 32,
-        mlp_hidden_size=3 * d_model,
-        vocab_size=tokenizer.vocab_size,
-        embedding_size=tokenizer.padded_vocab_size(multiple=64),
-        max_sequence_length=512,
-        mask_token_id=tokenizer.mask_id,
-        eos_token_id=tokenizer.eos_id,
-        pad_token_id=tokenizer.pad_id,
-    )
+    cfg = tiny_config(tokenizer, d_model, layers)
     cfg.to_json(out / "config.json")
     return cfg
 

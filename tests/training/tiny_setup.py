@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from megatron_bgpo.models.llada import LLaDAConfig
 from megatron_bgpo.tasks import get_task
 from megatron_bgpo.tasks.sudoku import generate_puzzles
 from megatron_bgpo.tokenizer import train_sentencepiece
 from megatron_bgpo.training.sft import reference_completion
+from megatron_bgpo.training.tiny import tiny_config
 
 
 def make_tiny_run(root: Path) -> dict[str, str]:
@@ -23,19 +23,7 @@ def make_tiny_run(root: Path) -> dict[str, str]:
             writer.writerows((p.puzzle, p.solution) for p in rows)
     texts = [task.prompt_text(p) + reference_completion(task, p) for p in puzzles]
     tok = train_sentencepiece(texts, 400, root / "tokenizer")
-    cfg = LLaDAConfig(
-        d_model=32,
-        n_layers=2,
-        n_heads=2,
-        n_kv_heads=2,
-        mlp_hidden_size=64,
-        vocab_size=tok.vocab_size,
-        embedding_size=tok.padded_vocab_size(multiple=64),
-        max_sequence_length=512,
-        mask_token_id=tok.mask_id,
-        eos_token_id=tok.eos_id,
-        pad_token_id=tok.pad_id,
-    )
+    cfg = tiny_config(tok, d_model=64, layers=2)
     cfg.to_json(root / "config.json")
     return {
         "model": str(root / "config.json"),

@@ -169,6 +169,21 @@ class LLaDAConfig:
         return replace(self, **changes)
 
 
+# Tiny LLaDA-shaped model for CPU tests (a 256-id vocabulary; the tiny run sizes its own to its tokenizer).
+_TINY = LLaDAConfig(
+    d_model=64,
+    n_layers=4,
+    n_heads=4,
+    n_kv_heads=4,
+    mlp_hidden_size=128,
+    vocab_size=256,
+    embedding_size=256,
+    max_sequence_length=256,
+    mask_token_id=255,
+    eos_token_id=254,
+    pad_token_id=254,
+)
+
 PRESETS: dict[str, LLaDAConfig] = {
     # LLaDA-8B-Instruct / LLaDA-1.5 (spec §1.1).
     "llada-8b": LLaDAConfig(
@@ -180,33 +195,8 @@ PRESETS: dict[str, LLaDAConfig] = {
         vocab_size=126464,
         embedding_size=126464,
     ),
-    # Tiny LLaDA-shaped models for CPU tests and the tiny run (vocab covers a small SentencePiece model).
-    "tiny": LLaDAConfig(
-        d_model=64,
-        n_layers=4,
-        n_heads=4,
-        n_kv_heads=4,
-        mlp_hidden_size=128,
-        vocab_size=256,
-        embedding_size=256,
-        max_sequence_length=256,
-        mask_token_id=255,
-        eos_token_id=254,
-        pad_token_id=254,
-    ),
-    "tiny-gqa": LLaDAConfig(
-        d_model=64,
-        n_layers=4,
-        n_heads=4,
-        n_kv_heads=2,
-        mlp_hidden_size=128,
-        vocab_size=256,
-        embedding_size=256,
-        max_sequence_length=256,
-        mask_token_id=255,
-        eos_token_id=254,
-        pad_token_id=254,
-    ),
+    "tiny": _TINY,
+    "tiny-gqa": _TINY.replace(n_kv_heads=2),  # grouped-query attention (LLaDA-8B itself is MHA)
 }
 
 
