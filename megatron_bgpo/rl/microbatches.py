@@ -93,6 +93,22 @@ def _mean_field_canvases(batch: RolloutBatch, resp: Tensor, cfg: PackingConfig):
     )
 
 
+def _elbo_microbatch(mb, row_shape, advantages, loss_weight, canvas_ids, completion) -> MicroBatch:
+    """A MicroBatch over the masked canvases ``mb`` (diffusion.elbo.MaskedBatch)."""
+    return MicroBatch(
+        mb.tokens,
+        mb.attention_mask,
+        mb.targets,
+        mb.loss_mask,
+        mb.weight,
+        row_shape,
+        advantages,
+        loss_weight,
+        canvas_ids,
+        completion,
+    )
+
+
 def build_microbatches(batch: RolloutBatch, objective: Objective, cfg: PackingConfig) -> list[MicroBatch]:
     """Micro-batches covering every row of ``batch`` for ``objective`` (rows with A = 0 are kept;
     drop zero-variance groups before calling when the objective has no KL term)."""
@@ -106,19 +122,9 @@ def build_microbatches(batch: RolloutBatch, objective: Objective, cfg: PackingCo
         for start in range(0, resp_all.numel(), mbs):
             resp, j = resp_all[start : start + mbs], j_all[start : start + mbs]
             mb, sub = _elbo_canvases(batch, resp, j, cfg)
+            ids = torch.arange(start, start + resp.numel())
             out.append(
-                MicroBatch(
-                    mb.tokens,
-                    mb.attention_mask,
-                    mb.targets,
-                    mb.loss_mask,
-                    mb.weight,
-                    (resp.numel(),),
-                    sub.advantages,
-                    sub.loss_weight,
-                    torch.arange(start, start + resp.numel()),
-                    completion,
-                )
+                _elbo_microbatch(mb, (resp.numel(),), sub.advantages, sub.loss_weight, ids, completion)
             )
         return out
     for start in range(0, len(batch), mbs):
@@ -127,18 +133,10 @@ def build_microbatches(batch: RolloutBatch, objective: Objective, cfg: PackingCo
             resp, j = rows.repeat_interleave(n_t), torch.arange(n_t).repeat(rows.numel())
             mb, _ = _elbo_canvases(batch, resp, j, cfg)
             ids = (rows[:, None] * n_t + torch.arange(n_t)).reshape(-1)
+            row_shape = (rows.numel(), n_t)
             out.append(
-                MicroBatch(
-                    mb.tokens,
-                    mb.attention_mask,
-                    mb.targets,
-                    mb.loss_mask,
-                    mb.weight,
-                    (rows.numel(), n_t),
-                    batch.advantages[rows],
-                    batch.loss_weight[rows],
-                    ids,
-                    completion,
+                _elbo_microbatch(
+                    mb, row_shape, batch.advantages[rows], batch.loss_weight[rows], ids, completion
                 )
             )
         else:
