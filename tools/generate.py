@@ -107,4 +107,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from megatron_bgpo.cli import exit_on_bad_input
+
+    with exit_on_bad_input():
+        main()

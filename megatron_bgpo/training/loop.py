@@ -321,14 +321,11 @@ class Trainer:
 
 
 def main(argv: list[str] | None = None) -> list[StepResult]:
-    from megatron_bgpo.checkpointing.hf_io import CheckpointError
+    from megatron_bgpo.cli import exit_on_bad_input
     from megatron_bgpo.training.config import parse_args
 
-    try:
+    with exit_on_bad_input():
         trainer = Trainer(parse_args(argv))
-    except (ValueError, FileNotFoundError, KeyError, CheckpointError) as exc:
-        # Bad input (flags, paths, data files, layouts, checkpoints): one clear line, no traceback.
-        raise SystemExit(f"error: {exc}") from exc
     results = trainer.run()
     ps.destroy_model_parallel()
     dist.destroy_process_group()

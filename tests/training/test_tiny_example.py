@@ -4,33 +4,16 @@ real torchrun launches (the one end-to-end test of the entry points)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.distributed import free_port
+from tests.commands import run_command, torchrun
 
-REPO = Path(__file__).resolve().parents[2]
+SAMPLING = ["--gen-length", "32", "--steps", "8", "--block-length", "32", "--params-dtype", "fp32"]
 
 
 def test_tiny_cpu_example_runs_end_to_end(tmp_path: Path) -> None:
-    env = dict(
-        os.environ,
-        OUT=str(tmp_path),
-        SFT_STEPS="2",
-        BGPO_STEPS="2",
-        PYTHON=sys.executable,
-        MASTER_PORT=str(free_port()),
-    )
-    proc = subprocess.run(
-        ["bash", "examples/bgpo_tiny_cpu.sh"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+    proc = run_command(
+        ["bash", "examples/bgpo_tiny_cpu.sh"], timeout=900, OUT=str(tmp_path), SFT_STEPS="2", BGPO_STEPS="2"
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[train] step 2/2" in proc.stdout and "[eval] step 2/2" in proc.stdout
@@ -42,71 +25,22 @@ def test_tiny_cpu_example_runs_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "bgpo" / "tokenizer").is_dir() and (tmp_path / "bgpo" / "config.json").is_file()
 
     # The trained checkpoint serves the evaluation and generation CLIs.
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "1",
-        "--master-port",
-        str(free_port()),
-    ]
-    out = tmp_path / "eval.jsonl"
-    proc = subprocess.run(
-        [
-            *torchrun,
-            "tools/eval.py",
-            "--load",
-            str(tmp_path / "bgpo"),
-            "--task",
-            f"sudoku={tmp_path / 'base' / 'eval.csv'}",
-            "--limit",
-            "2",
-            "--gen-length",
-            "32",
-            "--steps",
-            "8",
-            "--block-length",
-            "32",
-            "--params-dtype",
-            "fp32",
-            "--output",
-            str(out),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    ckpt, out = str(tmp_path / "bgpo"), tmp_path / "eval.jsonl"
+    proc = torchrun(
+        "tools/eval.py",
+        "--load",
+        ckpt,
+        "--task",
+        f"sudoku={tmp_path / 'base' / 'eval.csv'}",
+        "--limit",
+        "2",
+        "--output",
+        str(out),
+        *SAMPLING,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "sudoku: n=2" in proc.stdout and "Sudoku" in proc.stdout  # per-task line and the Table-1 header
     assert len(out.read_text().splitlines()) == 2
-    torchrun[-1] = str(free_port())
-    proc = subprocess.run(
-        [
-            *torchrun,
-            "tools/generate.py",
-            "--load",
-            str(tmp_path / "bgpo"),
-            "--prompt",
-            "Solve 1234",
-            "--gen-length",
-            "32",
-            "--steps",
-            "8",
-            "--block-length",
-            "32",
-            "--params-dtype",
-            "fp32",
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    proc = torchrun("tools/generate.py", "--load", ckpt, "--prompt", "Solve 1234", *SAMPLING)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "### Solve 1234" in proc.stdout and "denoiser calls]" in proc.stdout
