@@ -25,14 +25,24 @@ class RankSetup:
     is_last_stage: bool
 
 
-def setup_rank(tp: int, pp: int, preset: str = "tiny-gqa", seed: int = 3, **overrides) -> RankSetup:
+def setup_rank(
+    tp: int,
+    pp: int,
+    preset: str = "tiny-gqa",
+    seed: int = 3,
+    vpp: int | None = None,
+    cfg_changes: dict | None = None,
+    **overrides,
+) -> RankSetup:
+    """``cfg_changes`` edit the preset (e.g. n_layers); ``overrides`` go to build_model_chunks
+    (use_te or TransformerConfig fields)."""
     from megatron.core import parallel_state as ps
 
     init_distributed()
-    parallel = ParallelConfig(tp, pp)
+    parallel = ParallelConfig(tp, pp, vpp)
     pgs = initialize_model_parallel(parallel)
     set_seed(1234)
-    cfg = get_preset(preset)
+    cfg = get_preset(preset).replace(**(cfg_changes or {}))
     chunks = build_model_chunks(cfg, parallel, pgs, **overrides)
     weights = random_hf_weights(cfg, seed=seed)
     for chunk in chunks:

@@ -13,6 +13,7 @@ from megatron.core.transformer import TransformerConfig
 
 from megatron_bgpo.models.llada.config import LLaDAConfig
 from megatron_bgpo.models.llada.layer_spec import llada_layer_spec
+from megatron_bgpo.models.llada.prefix_cache import check_range, check_supported, unwrap_gpt
 
 
 def build_llada_model(
@@ -68,13 +69,30 @@ def key_padding_mask(attention_mask: torch.Tensor | None, tokens: torch.Tensor) 
 
 
 def llada_forward(
-    model: GPTModel, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    model: GPTModel,
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    logits_range: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Forward one stage. tokens [B, T] long; attention_mask [B, T] bool (True = real) or None.
 
     Returns vocab-parallel logits [B, T, V/TP] on the last stage, hidden states on other stages.
     RoPE is relative, so left padding (a uniform position shift of the real tokens) leaves the
-    attention scores unchanged; positions are 0..T-1 as in the HF model.
+    attention scores unchanged; positions are 0..T-1 as in the HF model. With
+    ``logits_range=(start, stop)`` the output layer runs only on those positions: [B, stop - start, V/TP]
+    (through GPTModel's ``output_processor`` hook; the decoder still runs on all T positions).
     """
     positions = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand_as(tokens)
-    return model(tokens, positions, key_padding_mask(attention_mask, tokens))
+    mask = key_padding_mask(attention_mask, tokens)
+    if logits_range is None:
+        return model(tokens, positions, mask)
+    check_supported(unwrap_gpt(model), cached=False)
+    check_range(logits_range, 0, tokens.shape[1])
+    start, stop = logits_range
+
+    def head(*, hidden_states: torch.Tensor, output_layer, output_weight, scale_logits, **_) -> torch.Tensor:
+        """GPTModel output hook: final-normed hidden [T, B, H] -> logits [B, stop - start, V/TP]."""
+        logits, _ = output_layer(hidden_states[start:stop], weight=output_weight)
+        return scale_logits(logits).transpose(0, 1).contiguous()
+
+    return model(tokens, positions, mask, output_processor=head)

@@ -1,0 +1,191 @@
+"""Ranged logits and the block-wise approximate prefix KV cache (Fast-dLLM) for one LLaDA stage.
+
+:func:`stage_forward` runs one pipeline stage of the GPTModel through megatron's own modules
+(``embedding``, the ``decoder`` TransformerBlock with its layers and final norm, ``output_layer``).
+Only each layer's ``self_attention.core_attention`` is swapped, for the duration of the call, for
+:class:`_CacheAttention`:
+
+- prefill (``AttentionCache.capture``): records the post-RoPE K/V of the first ``capture`` canvas
+  positions, then runs the layer's original attention kernel, so a prefill equals the normal forward;
+- extend (``AttentionCache.past``): the queries are the suffix only and attend (bidirectionally, with
+  the [B, T] key-padding mask of the whole canvas) to the cached prefix K/V followed by the suffix's
+  own K/V, computed with torch SDPA on this rank's heads (GQA groups expanded like megatron does).
+
+RoPE uses canvas indices as positions, like :func:`~megatron_bgpo.models.llada.model.llada_forward`
+(0..T-1; left padding is handled by the key mask): a suffix that starts at canvas position P gets
+``rotary_pos_emb(S, offset=P)``, so the cached prefix keys and the suffix keep their distances.
+
+Layer specs: ``TransformerLayer.forward`` and ``Attention.forward`` run unchanged, so the Transformer
+Engine spec's fused norm + linear (``input_layernorm``/``pre_mlp_layernorm`` are ``IdentityOp``, the
+RMSNorm lives in ``linear_qkv``/``linear_fc1``) and tensor parallelism are megatron's; the swapped kernel
+sees q [sq, b, heads/TP, d] and k, v [sk, b, groups/TP, d] under both specs. Tested on CPU (gloo) with
+the local spec only; the TE path is covered by a GPU test that was not run here.
+
+Not supported (raises): sequence parallel, context parallel, MTP, multi-latent attention, MuP logit
+scaling (the cached path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from megatron.core.models.gpt import GPTModel
+from torch import Tensor, nn
+
+__all__ = [
+    "KV",
+    "AttentionCache",
+    "check_range",
+    "check_supported",
+    "project_logits",
+    "stage_forward",
+    "unwrap_gpt",
+]
+
+KV = tuple[Tensor, Tensor]  # one layer's (K, V), each [P, b, groups/TP, head_dim] (sbhd), after RoPE
+
+
+def unwrap_gpt(module: nn.Module) -> GPTModel:
+    """The GPTModel inside wrappers (megatron DDP, Float16Module) that keep it in ``.module``."""
+    m = module
+    while not isinstance(m, GPTModel):
+        inner = getattr(m, "module", None)
+        if not isinstance(inner, nn.Module):
+            raise TypeError(f"expected a GPTModel (possibly wrapped), got {type(module).__name__}")
+        m = inner
+    return m
+
+
+def check_supported(gpt: GPTModel, cached: bool) -> None:
+    """Raise NotImplementedError for model features the ranged / cached forward does not handle."""
+    c = gpt.config
+    bad = {
+        "sequence_parallel": c.sequence_parallel,
+        "context_parallel_size > 1": c.context_parallel_size > 1,
+        "mtp_num_layers": bool(c.mtp_num_layers),
+        "multi_latent_attention": c.multi_latent_attention,
+        "use_mup": cached and c.use_mup,
+    }
+    names = [k for k, v in bad.items() if v]
+    if names:
+        what = "the prefix KV cache" if cached else "logits_range"
+        raise NotImplementedError(f"{what} does not support {', '.join(names)}")
+
+
+def check_range(logits_range: tuple[int, int], lo: int, hi: int) -> None:
+    """``logits_range`` must be a non-empty canvas span inside [lo, hi)."""
+    start, stop = logits_range
+    if not lo <= start < stop <= hi:
+        raise ValueError(
+            f"logits_range={logits_range} is not a non-empty span of canvas positions [{lo}, {hi})"
+        )
+
+
+def project_logits(gpt: GPTModel, hidden: Tensor, start: int, stop: int) -> Tensor:
+    """Final-normed hidden [S, B, H], rows start:stop -> vocab-parallel logits [B, stop - start, V/TP]."""
+    weight = gpt.shared_embedding_or_output_weight() if gpt.share_embeddings_and_output_weights else None
+    logits, _ = gpt.output_layer(hidden[start:stop], weight=weight)
+    return logits.transpose(0, 1).contiguous()
+
+
+@dataclass
+class AttentionCache:
+    """Per-call state shared by one stage's swapped attention kernels.
+
+    key_mask: [b, T] bool (True = real token) over the whole canvas. Prefill: ``capture`` = number of
+    leading positions whose K/V are kept in ``captured`` (one entry per local layer). Extend: ``past``
+    = this stage's cached K/V per local layer.
+    """
+
+    key_mask: Tensor
+    capture: int | None = None
+    past: list[KV] | None = None
+    captured: list[KV | None] = field(default_factory=list)
+
+
+def _sdpa(query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor, scale: float) -> Tensor:
+    """q [sq, b, np, d], k/v [sk, b, ng, d], key_mask [b, sk] (True = attend) -> [sq, b, np * d]."""
+    sq, b, heads, _ = query.shape
+    rep = heads // key.shape[2]
+    q = query.permute(1, 2, 0, 3)
+    k = key.permute(1, 2, 0, 3).repeat_interleave(rep, dim=1)  # megatron's GQA head grouping
+    v = value.permute(1, 2, 0, 3).repeat_interleave(rep, dim=1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :], scale=scale)
+    return out.permute(2, 0, 1, 3).reshape(sq, b, -1)
+
+
+class _CacheAttention(nn.Module):
+    """Stands in for one layer's ``core_attention`` (same call signature) during a cached call."""
+
+    def __init__(self, inner: nn.Module, state: AttentionCache, index: int, scale: float) -> None:
+        super().__init__()
+        self.inner, self.state, self.index, self.scale = inner, state, index, scale
+
+    def forward(
+        self, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, **kw: Any
+    ) -> Tensor:
+        s = self.state
+        if s.past is None:  # prefill: keep the prefix K/V, run the layer's own kernel
+            p = s.capture or 0
+            s.captured[self.index] = (key[:p].clone(), value[:p].clone())
+            return self.inner(query, key, value, attention_mask, **kw)
+        past_k, past_v = s.past[self.index]
+        key, value = torch.cat([past_k, key]), torch.cat([past_v, value])
+        return _sdpa(query, key, value, s.key_mask, self.scale)
+
+
+@contextmanager
+def _cached_attention(gpt: GPTModel, state: AttentionCache) -> Iterator[None]:
+    """Swap every local layer's core attention for a :class:`_CacheAttention` bound to ``state``."""
+    attns = [layer.self_attention for layer in gpt.decoder.layers]
+    inners = [a.core_attention for a in attns]
+    c = gpt.config
+    scale = c.softmax_scale if c.softmax_scale is not None else c.kv_channels**-0.5
+    state.captured = [None] * len(attns)
+    try:
+        for i, (a, inner) in enumerate(zip(attns, inners, strict=True)):
+            a.core_attention = _CacheAttention(inner, state, i, scale)
+        yield
+    finally:
+        for a, inner in zip(attns, inners, strict=True):
+            a.core_attention = inner
+
+
+def stage_forward(
+    gpt: GPTModel,
+    tokens: Tensor,
+    state: AttentionCache,
+    offset: int,
+    logits_range: tuple[int, int] | None = None,
+) -> Tensor:
+    """Run this stage on ``tokens`` [B, S] at canvas positions offset..offset+S-1.
+
+    Non-first stages take their input from ``gpt.decoder.input_tensor`` (set by the pipeline
+    schedule). Returns hidden states [S, B, H] on non-last stages, else vocab-parallel logits
+    [B, S, V/TP] or [B, stop - start, V/TP] for ``logits_range=(start, stop)`` (canvas positions).
+    """
+    check_supported(gpt, cached=True)
+    seq = tokens.shape[1]
+    if offset + seq != state.key_mask.shape[1]:
+        raise ValueError(
+            f"suffix of {seq} tokens at offset {offset} != key mask width {state.key_mask.shape[1]}"
+        )
+    hidden = None
+    if gpt.pre_process:
+        positions = torch.arange(offset, offset + seq, device=tokens.device).expand_as(tokens)
+        hidden = gpt.embedding(input_ids=tokens, position_ids=positions)
+    rotary = gpt.rotary_pos_emb(seq, offset=offset)
+    with _cached_attention(gpt, state):
+        hidden = gpt.decoder(
+            hidden_states=hidden, attention_mask=~state.key_mask[:, None, None, :], rotary_pos_emb=rotary
+        )
+    if not gpt.post_process:
+        return hidden
+    start, stop = logits_range or (offset, offset + seq)
+    check_range((start, stop), offset, offset + seq)
+    return project_logits(gpt, hidden, start - offset, stop - offset)
