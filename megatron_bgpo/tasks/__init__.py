@@ -19,12 +19,13 @@ from megatron_bgpo.tasks.io import LoadedData, LoadReport, MalformedRecordError
 from megatron_bgpo.tasks.math500 import Math500Task, MathTask
 from megatron_bgpo.tasks.mbpp import MBPPTask
 from megatron_bgpo.tasks.rewards import gather_rewards, gather_scores
-from megatron_bgpo.tasks.sudoku import SudokuExample, SudokuTask
+from megatron_bgpo.tasks.sudoku import SudokuBriefTask, SudokuExample, SudokuTask
 
 TASKS: dict[str, type[Task]] = {
     cls.name: cls
     for cls in (
-        GSM8KTask, MathTask, Math500Task, CountdownTask, SudokuTask, HumanEvalTask, MBPPTask, CodeTask,
+        GSM8KTask, MathTask, Math500Task, CountdownTask, SudokuTask, SudokuBriefTask,
+        HumanEvalTask, MBPPTask, CodeTask,
     )
 }  # fmt: skip
 
@@ -53,6 +54,7 @@ __all__ = [
     "MathExample",
     "MathTask",
     "Score",
+    "SudokuBriefTask",
     "SudokuExample",
     "SudokuTask",
     "Task",

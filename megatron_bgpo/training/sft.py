@@ -13,13 +13,13 @@ import torch
 
 from megatron_bgpo.diffusion.sampler import Prompts
 from megatron_bgpo.rl.rollout import RolloutBatch
-from megatron_bgpo.tasks import Task
+from megatron_bgpo.tasks import SudokuExample, Task
 from megatron_bgpo.tokenizer import Tokenizer
 
 
 def reference_completion(task: Task, example: Any) -> str:
     """A d1-format completion scoring the task's maximum reward (tasks with a known answer)."""
-    if task.name == "sudoku":
+    if isinstance(example, SudokuExample):
         return f"<reasoning>\n</reasoning>\n<answer>\n{example.solution}\n</answer>"
     answer = getattr(example, "answer", None)
     if answer is None:

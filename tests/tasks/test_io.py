@@ -124,7 +124,9 @@ def test_hub_needs_datasets_library(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_registry() -> None:
     from megatron_bgpo.tasks import TASKS
 
-    assert set(TASKS) == {"gsm8k", "math", "math500", "countdown", "sudoku", "humaneval", "mbpp", "code"}
+    assert set(TASKS) == {
+        "gsm8k", "math", "math500", "countdown", "sudoku", "sudoku_brief", "humaneval", "mbpp", "code"
+    }  # fmt: skip
     assert get_task("GSM8K", reward_mode="d1").max_reward == 4.0
     with pytest.raises(KeyError, match="known"):
         get_task("nope")

@@ -83,6 +83,14 @@ def test_sudoku_prompt() -> None:
     assert get_task("sudoku", prompt_style="train").prompt_text(ex, prefill=True) == expected
 
 
+def test_sudoku_brief_prompt_keeps_only_the_puzzle_line_and_the_reward() -> None:
+    ex = SudokuExample("s", "3102200002100320", "3142243142131324")
+    brief = get_task("sudoku_brief")
+    assert brief.prompt_text(ex) == HEAD + "Solve the following Sudoku puzzle: 3102200002100320" + TAIL
+    completion = "<reasoning>\n</reasoning>\n<answer>\n3142243142131320\n</answer>"  # 1 of 8 cells wrong
+    assert brief.reward(completion, ex) == get_task("sudoku").reward(completion, ex) == 7 / 8
+
+
 CODE_HEAD = (
     HEAD
     + "You are a coding expert. You will be given a coding problem to solve. Solve it step by step. Put your "
