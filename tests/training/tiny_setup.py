@@ -9,12 +9,14 @@ from megatron_bgpo.tasks import get_task
 from megatron_bgpo.tasks.sudoku import generate_puzzles
 from megatron_bgpo.tokenizer import train_sentencepiece
 from megatron_bgpo.training.sft import reference_completion
-from megatron_bgpo.training.tiny import tiny_config
+from megatron_bgpo.training.tiny import TINY_TASK, tiny_config
+
+DENSE_TASK = "sudoku_digit_share"
 
 
 def make_tiny_run(root: Path) -> dict[str, str]:
     """Write train/eval CSVs (d1's Puzzle,Solution columns), a tokenizer and config.json under ``root``."""
-    task = get_task("sudoku")
+    task = get_task(TINY_TASK)
     puzzles = generate_puzzles(40, seed=7)
     for name, rows in (("train.csv", puzzles[:32]), ("eval.csv", puzzles[32:])):
         with open(root / name, "w", newline="") as f:
@@ -38,7 +40,7 @@ def flags(files: dict[str, str], **overrides) -> list[str]:
     values = {
         "model": files["model"],
         "tokenizer": files["tokenizer"],
-        "task": "sudoku",
+        "task": TINY_TASK,
         "train_data": files["train"],
         "eval_data": files["eval"],
         "eval_samples": 4,
@@ -62,3 +64,21 @@ def flags(files: dict[str, str], **overrides) -> list[str]:
         if v is not None:
             out += ["--" + k.replace("_", "-"), str(v)]
     return out
+
+
+def register_dense_task() -> None:
+    """Register (in this forked rank only) Sudoku scored by the share of digits 1-4 in the completion.
+
+    The untrained tiny model never writes an answer block, so the real reward is 0 everywhere, every group
+    has zero variance and BGPO moves no weight; this dense reward makes BGPO updates non-trivial.
+    """
+    from megatron_bgpo.tasks import TASKS, Score, SudokuBriefTask
+
+    class DigitShare(SudokuBriefTask):
+        name = DENSE_TASK
+
+        def _score(self, text: str, example) -> Score:
+            reward = sum(ch in "1234" for ch in text) / max(len(text), 1)
+            return Score(reward, False, None)
+
+    TASKS[DENSE_TASK] = DigitShare
