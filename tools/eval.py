@@ -35,6 +35,8 @@ def main() -> None:
     p.add_argument("--output", default=None, help="JSONL of every generation and its score")
     p.add_argument("--model-name", default="model")
     p.add_argument("--params-dtype", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--threshold", type=float, default=None, help="confidence-threshold parallel decoding")
+    p.add_argument("--prefix-cache", action="store_true", help="block-wise approximate prefix KV cache")
     args = p.parse_args()
     tasks = []
     for item in args.task:
@@ -64,6 +66,8 @@ def main() -> None:
         mask_id=tokenizer.mask_id,
         eos_id=tokenizer.eos_id,
         stop_ids=(tokenizer.eot_id,),
+        threshold=args.threshold,
+        prefix_cache=args.prefix_cache,
     )
     prefill = "" if args.no_prefill else REASONING_PREFILL
     dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()

@@ -57,6 +57,7 @@ def main() -> None:
     p.add_argument("--cfg-scale", type=float, default=0.0)
     p.add_argument("--remasking", default="low_confidence", choices=["low_confidence", "random"])
     p.add_argument("--threshold", type=float, default=None, help="confidence-threshold parallel decoding")
+    p.add_argument("--prefix-cache", action="store_true", help="block-wise approximate prefix KV cache")
     p.add_argument(
         "--prefill", default="", help='text appended after the assistant header, e.g. "<reasoning>"'
     )
@@ -88,6 +89,7 @@ def main() -> None:
         eos_id=tokenizer.eos_id,
         stop_ids=(tokenizer.eot_id,),
         threshold=args.threshold,
+        prefix_cache=args.prefix_cache,
     )
     out = generate(
         denoiser,
