@@ -106,9 +106,13 @@ def dtype_from_name(name: str) -> torch.dtype:
 
 def read_hf_config(hf_dir: str | os.PathLike) -> LLaDAConfig:
     """The `LLaDAConfig` of an HF folder; errors name an unknown architecture or a missing config."""
-    path = Path(hf_dir) / CONFIG_FILE
+    return config_from_file(Path(hf_dir) / CONFIG_FILE, f"{hf_dir}: no {CONFIG_FILE}; not an HF model folder")
+
+
+def config_from_file(path: Path, missing: str) -> LLaDAConfig:
+    """`LLaDAConfig.from_json(path)`; a missing file raises CheckpointError(``missing``)."""
     if not path.is_file():
-        raise CheckpointError(f"{hf_dir}: no {CONFIG_FILE}; not an HF model folder")
+        raise CheckpointError(missing)
     try:
         return LLaDAConfig.from_json(path)
     except ValueError as exc:

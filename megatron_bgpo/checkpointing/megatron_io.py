@@ -36,7 +36,7 @@ from megatron.core.dist_checkpointing.strategies.torch import (
 )
 from megatron.core.dist_checkpointing.validation import StrictHandling
 
-from megatron_bgpo.checkpointing.hf_io import CheckpointError
+from megatron_bgpo.checkpointing.hf_io import CheckpointError, config_from_file
 from megatron_bgpo.checkpointing.llada_mapping import TensorMapping, logical_shape, model_mappings
 from megatron_bgpo.models.llada.config import LLaDAConfig
 from megatron_bgpo.tokenizer.loader import CHECKPOINT_SUBDIR
@@ -80,13 +80,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path, int | None]
 def read_checkpoint_config(path: str | os.PathLike) -> LLaDAConfig:
     """The LLaDA config stored beside a Megatron checkpoint (root or iteration folder)."""
     root, _, _ = resolve_checkpoint(path)
-    file = root / CONFIG_FILE
-    if not file.is_file():
-        raise CheckpointError(f"{root}: no {CONFIG_FILE} beside the checkpoint (needed for the architecture)")
-    try:
-        return LLaDAConfig.from_json(file)
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from exc
+    return config_from_file(
+        root / CONFIG_FILE, f"{root}: no {CONFIG_FILE} beside the checkpoint (needed for the architecture)"
+    )
 
 
 @contextlib.contextmanager
