@@ -8,6 +8,7 @@ from typing import Any
 from megatron_bgpo.checkpointing.megatron_io import CONFIG_FILE, TRACKER_FILE, read_checkpoint_config
 from megatron_bgpo.models.llada import PRESETS, LLaDAConfig
 from megatron_bgpo.tasks import Task
+from megatron_bgpo.tasks.sudoku import SudokuTask, generate_puzzles
 from megatron_bgpo.tokenizer import Tokenizer, load_tokenizer
 from megatron_bgpo.training.config import TrainConfig
 
@@ -48,9 +49,7 @@ def resolve_tokenizer(cfg: TrainConfig) -> Tokenizer:
 def load_examples(task: Task, source: str | None, split: str, seed: int) -> list[Any]:
     """Examples of ``split`` from ``source``; without a source, tasks with a generator (Sudoku) generate
     puzzles (train and eval sets from different seeds), others need a path or hub name."""
-    if source is None and task.name == "sudoku":
-        from megatron_bgpo.tasks.sudoku import generate_puzzles
-
+    if source is None and isinstance(task, SudokuTask):  # sudoku and sudoku_brief
         return generate_puzzles(2000 if split == "train" else 256, seed=seed * 2 + (split != "train"))
     if source is None:
         raise ValueError(

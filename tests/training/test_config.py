@@ -62,3 +62,13 @@ def test_unknown_recipe_key(tmp_path: Path) -> None:
     recipe.write_text("objective: bgpo\nnum_mc_sampels: 4\n")
     with pytest.raises(ValueError, match=r"unknown configuration keys: \['num_mc_sampels'\]"):
         parse_args(["--config", str(recipe)])
+
+
+@pytest.mark.parametrize("name", ["sudoku", "sudoku_brief"])
+def test_sudoku_tasks_generate_data_without_a_source(name: str) -> None:
+    from megatron_bgpo.tasks import get_task
+    from megatron_bgpo.training.resources import load_examples
+
+    task = get_task(name)
+    train, test = load_examples(task, None, "train", seed=0), load_examples(task, None, "test", seed=0)
+    assert (len(train), len(test)) == (2000, 256)
