@@ -181,4 +181,3 @@ class SudokuBriefTask(SudokuTask):
 
     def build_messages(self, example: SudokuExample) -> list[Message]:
         return prompts.user(f"Solve the following Sudoku puzzle: {example.puzzle}\n")
-

@@ -42,7 +42,14 @@ def test_tiny_cpu_example_runs_end_to_end(tmp_path: Path) -> None:
     assert "sudoku: n=2" in proc.stdout and "Sudoku" in proc.stdout  # per-task line and the Table-1 header
     assert len(out.read_text().splitlines()) == 2
     proc = torchrun(
-        "tools/generate.py", "--load", ckpt, "--prompt", "Solve 1234", "--prefix-cache", "--threshold", "0.9",
+        "tools/generate.py",
+        "--load",
+        ckpt,
+        "--prompt",
+        "Solve 1234",
+        "--prefix-cache",
+        "--threshold",
+        "0.9",
         *SAMPLING,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
