@@ -13,7 +13,7 @@ from megatron.core.transformer import TransformerConfig
 
 from megatron_bgpo.models.llada.config import LLaDAConfig
 from megatron_bgpo.models.llada.layer_spec import llada_layer_spec
-from megatron_bgpo.models.llada.prefix_cache import check_range, check_supported, unwrap_gpt
+from megatron_bgpo.models.llada.prefix_cache import check_range, check_supported, project_logits, unwrap_gpt
 
 
 def build_llada_model(
@@ -86,13 +86,12 @@ def llada_forward(
     mask = key_padding_mask(attention_mask, tokens)
     if logits_range is None:
         return model(tokens, positions, mask)
-    check_supported(unwrap_gpt(model), cached=False)
+    gpt = unwrap_gpt(model)
+    check_supported(gpt, cached=False)
     check_range(logits_range, 0, tokens.shape[1])
-    start, stop = logits_range
 
-    def head(*, hidden_states: torch.Tensor, output_layer, output_weight, scale_logits, **_) -> torch.Tensor:
+    def head(*, hidden_states: torch.Tensor, scale_logits, **_) -> torch.Tensor:
         """GPTModel output hook: final-normed hidden [T, B, H] -> logits [B, stop - start, V/TP]."""
-        logits, _ = output_layer(hidden_states[start:stop], weight=output_weight)
-        return scale_logits(logits).transpose(0, 1).contiguous()
+        return scale_logits(project_logits(gpt, hidden_states, *logits_range))
 
     return model(tokens, positions, mask, output_processor=head)
