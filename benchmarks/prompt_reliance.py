@@ -21,7 +21,7 @@ from megatron_bgpo.models.llada.inference import load_for_inference
 from megatron_bgpo.parallel import ParallelConfig
 from megatron_bgpo.tasks import get_task
 from megatron_bgpo.tasks.sudoku import SudokuExample
-from megatron_bgpo.training.sft import reference_completion
+from megatron_bgpo.training.sft import reference_canvas
 
 
 def grid_slice(tokenizer, ids: list[int]) -> slice:
@@ -43,15 +43,10 @@ def score(
     gen_length: int,
 ):
     """(NLL per grid digit, given-cell accuracy, empty-cell accuracy) with the whole canvas masked."""
-    prompts = Prompts.from_lists(
-        [tokenizer.encode(task.prompt_text(ex)) for ex in prompt_examples], pad_id=tokenizer.pad_id
-    )
-    completions = [tokenizer.encode(reference_completion(task, ex)) + [tokenizer.eos_id] for ex in examples]
-    grid = grid_slice(tokenizer, completions[0])
-    length = gen_length  # the canvas the model was trained and samples on (EOS-padded)
-    if max(len(c) for c in completions) > length:
-        raise ValueError(f"a reference completion is longer than --gen-length {gen_length}")
-    target = torch.tensor([c + [tokenizer.eos_id] * (length - len(c)) for c in completions])
+    prompt_ids = [tokenizer.encode(task.prompt_text(ex)) for ex in prompt_examples]
+    prompts = Prompts.from_lists(prompt_ids, pad_id=tokenizer.pad_id)
+    target = reference_canvas(tokenizer, task, examples, gen_length)  # the SFT canvas, EOS-padded
+    grid = grid_slice(tokenizer, target[0].tolist())
     tokens = torch.cat([prompts.input_ids, torch.full_like(target, tokenizer.mask_id)], 1)
     attention = torch.cat([prompts.attention_mask, torch.ones_like(target, dtype=torch.bool)], 1)
     positions = torch.arange(tokens.shape[1]).expand_as(tokens)
@@ -83,4 +78,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from megatron_bgpo.cli import exit_on_bad_input
+
+    with exit_on_bad_input():
+        main()

@@ -27,6 +27,19 @@ def reference_completion(task: Task, example: Any) -> str:
     return f"<reasoning>\n</reasoning>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
 
 
+def reference_canvas(
+    tokenizer: Tokenizer, task: Task, examples: Sequence[Any], gen_length: int
+) -> torch.Tensor:
+    """[N, gen_length] int64: each example's reference completion + EOS, padded with EOS (the SFT target)."""
+    rows = []
+    for ex in examples:
+        ids = tokenizer.encode(reference_completion(task, ex)) + [tokenizer.eos_id]
+        if len(ids) > gen_length:
+            raise ValueError(f"reference completion of {len(ids)} tokens exceeds --gen-length {gen_length}")
+        rows.append(ids + [tokenizer.eos_id] * (gen_length - len(ids)))
+    return torch.tensor(rows, dtype=torch.int64)
+
+
 def sft_batch(
     tokenizer: Tokenizer,
     prompts: Prompts,
@@ -37,17 +50,11 @@ def sft_batch(
     global_batch: int,
 ) -> RolloutBatch:
     """Prompt + EOS-padded reference canvas per example; loss weight 1 / (global batch x gen_length)."""
-    rows = []
-    for ex in examples:
-        ids = tokenizer.encode(reference_completion(task, ex)) + [tokenizer.eos_id]
-        if len(ids) > gen_length:
-            raise ValueError(f"reference completion of {len(ids)} tokens exceeds --gen-length {gen_length}")
-        rows.append(ids + [tokenizer.eos_id] * (gen_length - len(ids)))
-    n = len(rows)
+    n = len(examples)
     return RolloutBatch(
         prompt_ids=prompts.input_ids,
         prompt_mask=prompts.attention_mask,
-        response_ids=torch.tensor(rows, dtype=torch.int64),
+        response_ids=reference_canvas(tokenizer, task, examples, gen_length),
         advantages=torch.ones(n, dtype=torch.float64),
         response_uid=uids,
         loss_weight=torch.full((n,), 1.0 / (global_batch * gen_length), dtype=torch.float64),
