@@ -2,7 +2,7 @@
 # The tiny end-to-end run on 2 CPU cores (gloo): a ~1M-parameter LLaDA-shaped model learns 4x4 Sudoku
 # (task sudoku_brief: d1's reward, only the puzzle line as prompt).
 #   1. generated puzzles + a SentencePiece tokenizer trained on the task text + a tiny config;
-#   2. masked-diffusion SFT (the ELBO objective, 2 data-parallel ranks);
+#   2. masked-diffusion SFT (masked-token cross-entropy, objective masked_sft; 2 data-parallel ranks);
 #   3. BGPO with tensor parallelism TP=2: rollouts with the diffusion sampler on the training model,
 #      rewards (fraction of empty cells filled correctly), group advantages, MC-sample micro-batches;
 #   4. evaluation (greedy) every few steps; metrics also in $OUT/bgpo/metrics.jsonl.
@@ -24,7 +24,7 @@ GEN=(--gen-length 32 --block-length 32 --diffusion-steps 8)
 
 echo "== SFT: $SFT_STEPS steps, DP=2 =="
 "${TORCHRUN[@]}" tools/train.py --model "$OUT/base/config.json" --tokenizer "$OUT/base/tokenizer" \
-  "${DATA[@]}" "${GEN[@]}" --objective elbo_sft --num-mc-samples 1 --rollout-batch-size 32 \
+  "${DATA[@]}" "${GEN[@]}" --objective masked_sft --num-mc-samples 1 --rollout-batch-size 32 \
   --mini-batch-size 32 --micro-batch-size 16 --lr 3e-3 --lr-warmup-steps 10 --lr-decay-style cosine \
   --min-lr 2e-4 --adam-beta2 0.95 --train-steps "$SFT_STEPS" --log-interval 50 --eval-interval 200 \
   --save "$OUT/sft"

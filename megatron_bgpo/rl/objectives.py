@@ -142,9 +142,14 @@ def diffu_grpo(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict
 
 
 def elbo_sft(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """Masked-diffusion SFT: maximise the MC ELBO. Row = one MC sample; loss = -sum weight * l_j / n_t.
+    """Masked-diffusion SFT on reference completions. Row = one MC sample; loss = -sum weight * l_j / n_t.
 
-    With weight = 1 / (responses x L) this is LLaDA's SFT loss (answer-length normalised, spec §3.1).
+    ``elbo_sft`` (likelihood ``elbo``): l_j = (1/t) sum of masked-token log-probs; with weight =
+    1 / (responses x L) this is LLaDA's SFT loss (answer-length normalised, spec §3.1).
+    ``masked_sft`` (likelihood ``masked_ce``): the same sum without the 1/t factor, i.e. masked-token
+    cross-entropy at t ~ U(eps, 1). Not the ELBO (it under-weights lightly masked canvases), but its
+    per-sample weights are all 1 instead of up to 1/eps, which is what lets small batches learn
+    (docs/training.md).
     """
     loss = -(rows.weights.to(rows.logp.dtype) * rows.logp).sum() / cfg.num_mc_samples
     return loss, {}
@@ -157,7 +162,8 @@ class Objective:
     name: str
     fn: ObjectiveFn
     row: Literal["mc_sample", "response"]  # what one row (and one gradient-accumulation unit) is
-    likelihood: Literal["elbo", "mean_field"]  # how logp is estimated
+    likelihood: Literal["elbo", "masked_ce", "mean_field"]  # how logp is estimated
+    supervised: bool = False  # trains on the task's reference completions instead of rollouts
 
 
 OBJECTIVES: dict[str, Objective] = {}
@@ -179,4 +185,5 @@ def get_objective(name: str) -> Objective:
 register(Objective("bgpo", bgpo, row="mc_sample", likelihood="elbo"))
 register(Objective("vrpo_ol", vrpo_ol, row="response", likelihood="elbo"))
 register(Objective("diffu_grpo", diffu_grpo, row="response", likelihood="mean_field"))
-register(Objective("elbo_sft", elbo_sft, row="mc_sample", likelihood="elbo"))
+register(Objective("elbo_sft", elbo_sft, row="mc_sample", likelihood="elbo", supervised=True))
+register(Objective("masked_sft", elbo_sft, row="mc_sample", likelihood="masked_ce", supervised=True))

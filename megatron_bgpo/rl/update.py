@@ -25,12 +25,14 @@ from megatron_bgpo.rl.objectives import Objective, ObjectiveConfig, RowTerms
 def policy_terms(mb: MicroBatch, logits: torch.Tensor, objective: Objective, tp_group) -> tuple:
     """Current-policy terms of a micro-batch from its logits [C, T, V/TP]: (terms, valid).
 
-    ELBO objectives: one term per canvas, folded to ``mb.row_shape``. Mean-field objectives:
-    per-token log-probs over the completion [rows, L] and the completion mask.
+    ELBO objectives: one term per canvas, folded to ``mb.row_shape`` (``masked_ce``: the same sum
+    with weight 1 instead of the ELBO weight). Mean-field objectives: per-token log-probs over the
+    completion [rows, L] and the completion mask.
     """
     lp = selected_token_logprobs(logits, mb.targets, mb.loss_mask, tp_group)
-    if objective.likelihood == "elbo":
-        return elbo_terms(lp, mb.loss_mask, mb.elbo_weight).reshape(mb.row_shape), None
+    if objective.likelihood in ("elbo", "masked_ce"):
+        weight = mb.elbo_weight if objective.likelihood == "elbo" else torch.ones_like(mb.elbo_weight)
+        return elbo_terms(lp, mb.loss_mask, weight).reshape(mb.row_shape), None
     return lp[:, mb.completion_slice], mb.loss_mask[:, mb.completion_slice]
 
 

@@ -119,7 +119,7 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, float]:
         cfg, rl = self.cfg, self.cfg.rl
         examples, positions = self.train_source.shard(step, self.dp_rank, self.dp_size)
-        if self.objective.name == "elbo_sft":
+        if self.objective.supervised:
             return self._sft_step(step, examples, positions)
         rollout = run_rollout(
             denoiser=self.denoiser,

@@ -158,3 +158,33 @@ def test_elbo_sft_is_negative_mean_elbo() -> None:
     rows = RowTerms(torch.tensor([-2.0, -4.0]), torch.zeros(2), torch.full((2,), 0.5))
     loss, _ = get_objective("elbo_sft").fn(rows, ObjectiveConfig(num_mc_samples=2))
     assert loss.item() == pytest.approx(1.5)  # -(0.5 * -2 + 0.5 * -4) / 2
+
+
+def test_masked_sft_terms_drop_the_elbo_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """policy_terms: elbo_sft's row term is (1/t) sum of masked log-probs, masked_sft's the plain sum."""
+    from megatron_bgpo.rl import update
+    from megatron_bgpo.rl.microbatches import MicroBatch
+
+    def full_vocab_logprobs(logits, targets, positions, tp_group):  # TP=1 without a process group
+        lp = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
+        return torch.where(positions, lp, torch.zeros_like(lp))
+
+    monkeypatch.setattr(update, "selected_token_logprobs", full_vocab_logprobs)
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 7, generator=gen, dtype=torch.float64)
+    targets = torch.randint(0, 7, (2, 5), generator=gen)
+    loss_mask = torch.tensor([[0, 1, 1, 0, 1], [0, 0, 1, 0, 0]], dtype=torch.bool)
+    elbo_weight = torch.tensor([4.0, 2.5])
+    mb = MicroBatch(
+        tokens=targets, attention_mask=torch.ones_like(loss_mask), targets=targets, loss_mask=loss_mask,
+        elbo_weight=elbo_weight, row_shape=(2,), advantages=torch.ones(2), loss_weight=torch.ones(2),
+        canvas_ids=torch.arange(2), completion_slice=slice(1, 5),
+    )  # fmt: skip
+    logp = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
+    plain = torch.stack([logp[0, [1, 2, 4]].sum(), logp[1, 2]])  # hand-picked masked positions
+    elbo, _ = update.policy_terms(mb, logits, get_objective("elbo_sft"), None)
+    masked, _ = update.policy_terms(mb, logits, get_objective("masked_sft"), None)
+    assert torch.allclose(elbo.double(), (elbo_weight.double() * plain), rtol=1e-6)
+    assert torch.allclose(masked.double(), plain, rtol=1e-6)
+    assert get_objective("masked_sft").supervised and not get_objective("bgpo").supervised
