@@ -5,7 +5,9 @@
 #   2. masked-diffusion SFT (masked-token cross-entropy, objective masked_sft; 2 data-parallel ranks);
 #   3. BGPO with tensor parallelism TP=2: rollouts with the diffusion sampler on the training model,
 #      rewards (fraction of empty cells filled correctly), group advantages, MC-sample micro-batches;
-#   4. evaluation (greedy) every few steps; metrics also in $OUT/bgpo/metrics.jsonl.
+#      16 prompts x 8 samples per rollout, two optimizer steps of 8 prompts each (off-policy BGPO);
+#   4. evaluation (greedy) every few steps; metrics also in $OUT/bgpo/metrics.jsonl, and the reward
+#      curve printed at the end (tools/reward_curve.py).
 # Usage: bash examples/bgpo_tiny_cpu.sh            (OUT=runs/tiny, SFT_STEPS=600, BGPO_STEPS=30 by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,9 @@ echo "== SFT: $SFT_STEPS steps, DP=2 =="
 
 echo "== BGPO: $BGPO_STEPS steps, TP=2 =="
 "${TORCHRUN[@]}" tools/train.py --load "$OUT/sft" --finetune true --tensor-model-parallel-size 2 \
-  "${DATA[@]}" "${GEN[@]}" --objective bgpo --num-mc-samples 4 --group-size 8 --rollout-batch-size 8 \
+  "${DATA[@]}" "${GEN[@]}" --objective bgpo --num-mc-samples 2 --group-size 8 --rollout-batch-size 16 \
   --mini-batch-size 8 --micro-batch-size 32 --temperature 1.0 --lr 1e-4 --adam-beta2 0.95 \
   --train-steps "$BGPO_STEPS" --log-interval 1 --eval-interval 5 --save "$OUT/bgpo" "$@"
+
+echo "== reward curve (means over 5 steps; eval = greedy, 64 held-out puzzles) =="
+"$PY" tools/reward_curve.py "$OUT/bgpo/metrics.jsonl" --window 5

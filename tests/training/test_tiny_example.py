@@ -17,6 +17,7 @@ def test_tiny_cpu_example_runs_end_to_end(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[train] step 2/2" in proc.stdout and "[eval] step 2/2" in proc.stdout
+    assert "| 1-2 | " in proc.stdout  # the reward curve printed at the end (one 5-step window)
     records = [json.loads(line) for line in (tmp_path / "bgpo" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["split"] == "train"]
     assert [r["step"] for r in train] == [1, 2]
