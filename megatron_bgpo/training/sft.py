@@ -1,4 +1,4 @@
-"""Masked-diffusion SFT data: reference completions as canvases, trained with the `elbo_sft` objective.
+"""Masked-diffusion SFT data: reference completions as canvases (objectives `elbo_sft`, `masked_sft`).
 
 Used to warm-start tiny models (the CPU example) before RL; LLaDA-8B needs none. A reference
 completion is the d1 answer format padded with EOS to ``gen_length`` (LLaDA SFT convention, spec §1.5).
