@@ -11,25 +11,24 @@ shows the baseline's mean and the paired difference, which removes the batch-to-
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 
 def read_metrics(path: str | Path) -> tuple[dict[int, dict], dict[int, dict]]:
     """(train rows by step, eval rows by step) of a metrics.jsonl file."""
+    from megatron_bgpo.tasks.io import MalformedRecordError, iter_records
+
     train: dict[int, dict] = {}
     evals: dict[int, dict] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                step, split = int(row["step"]), row.get("split", "train")
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{lineno}: not a metrics record ({e})") from None
-            (evals if split == "eval" else train)[step] = row
+    for rec in iter_records(path):
+        if isinstance(rec, MalformedRecordError):
+            raise ValueError(f"{rec.location}: not a metrics record ({rec.reason})")
+        try:
+            step, split = int(rec.data["step"]), rec.data.get("split", "train")
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{rec.location}: not a metrics record ({e!r})") from None
+        (evals if split == "eval" else train)[step] = rec.data
     if not train:
         raise ValueError(f"{path}: no training steps logged")
     return train, evals
