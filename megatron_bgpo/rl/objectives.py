@@ -148,8 +148,8 @@ def elbo_sft(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[s
     1 / (responses x L) this is LLaDA's SFT loss (answer-length normalised, spec §3.1).
     ``masked_sft`` (likelihood ``masked_ce``): the same sum without the 1/t factor, i.e. masked-token
     cross-entropy at t ~ U(eps, 1). Not the ELBO (it under-weights lightly masked canvases), but its
-    per-sample weights are all 1 instead of up to 1/eps, which is what lets small batches learn
-    (docs/training.md).
+    per-sample weights are all 1 instead of up to 1/eps; the tiny CPU run learns with it and not
+    with ``elbo_sft`` (docs/training.md).
     """
     loss = -(rows.weights.to(rows.logp.dtype) * rows.logp).sum() / cfg.num_mc_samples
     return loss, {}
