@@ -28,12 +28,14 @@ class ModelArgs:
     model: str = "tiny"  # preset name, HF config.json/folder, or a converted Megatron checkpoint folder
     params_dtype: str = "fp32"  # fp32 | bf16
     use_te: bool | None = None  # None: Transformer Engine when available
+    init_jitter: float = 0.0  # std of Gaussian noise added to the weights after init/load (robustness)
 
     def __post_init__(self) -> None:
         _check(
             self.params_dtype in ("fp32", "bf16"),
             f"--params-dtype must be fp32 or bf16, got {self.params_dtype}",
         )
+        _check(self.init_jitter >= 0, f"--init-jitter must be >= 0, got {self.init_jitter}")
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class CheckpointArgs:
 class LoggingArgs:
     log_interval: int = 1
     eval_interval: int = 0
+    eval_at_start: bool = False  # also evaluate before the first step (logged as step 0)
     tensorboard_dir: str | None = None
     wandb_project: str | None = None
 

@@ -65,13 +65,14 @@ class MetricsLogger:
     def log(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
         if not self.rank0:
             return
-        if self.first_step is None:
+        if self.first_step is None and prefix == "train":
             self.first_step, self.start = step, time.perf_counter()
-        done = step - self.first_step + 1
-        per_step = (time.perf_counter() - self.start) / done
-        eta = per_step * (self.total_steps - step - 1)
         shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-        print(f"[{prefix}] step {step + 1}/{self.total_steps} {shown} | eta {eta / 60:.1f} min", flush=True)
+        eta = ""
+        if self.first_step is not None:
+            per_step = (time.perf_counter() - self.start) / (step - self.first_step + 1)
+            eta = f" | eta {per_step * (self.total_steps - step - 1) / 60:.1f} min"
+        print(f"[{prefix}] step {step + 1}/{self.total_steps} {shown}{eta}", flush=True)
         if self.tb is not None:
             for k, v in metrics.items():
                 self.tb.add_scalar(f"{prefix}/{k}", v, step + 1)

@@ -32,6 +32,19 @@ from megatron_bgpo.training.rollout import encode_prompts, run_rollout
 from megatron_bgpo.training.sft import sft_batch
 
 
+@torch.no_grad()
+def jitter_weights(model, std: float, seed: int) -> None:
+    """Add N(0, std^2) to every weight (a perturbed-numerics check of a recipe's robustness).
+
+    Drawn from one generator seeded alike on every rank, in parameter order, so weights replicated
+    across TP/DP ranks (norms, all of them under DP) receive identical noise.
+    """
+    gen = torch.Generator().manual_seed(seed + 7919)
+    for chunk in model:
+        for p in chunk.parameters():
+            p.add_(torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.device, p.dtype) * std)
+
+
 class NonFiniteError(RuntimeError):
     """A loss or gradient was NaN/inf; the optimizer step was skipped (weights untouched)."""
 
@@ -71,6 +84,8 @@ class Trainer:
             cfg.optim, self.model, self.params_dtype, cfg.train_steps
         )
         self.step = ckpt.load(cfg.checkpoint, self.model, self.optimizer, self.scheduler)
+        if cfg.model.init_jitter > 0:
+            jitter_weights(self.model, cfg.model.init_jitter, cfg.seed)
         self.objective = get_objective(cfg.rl.objective)
         self.objective_cfg = ObjectiveConfig(
             num_mc_samples=cfg.rl.num_mc_samples,
@@ -269,6 +284,8 @@ class Trainer:
     def run(self) -> list[StepResult]:
         cfg, results = self.cfg, []
         try:
+            if cfg.logging.eval_interval and cfg.logging.eval_at_start and self.step < cfg.train_steps:
+                self.logger.log(self.step - 1, self.evaluate(self.step - 1), prefix="eval")
             for step in range(self.step, cfg.train_steps):
                 try:
                     metrics = self.train_step(step)
