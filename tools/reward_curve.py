@@ -3,9 +3,11 @@
     python tools/reward_curve.py runs/tiny/bgpo/metrics.jsonl --window 5 [--baseline other/metrics.jsonl]
 
 One row per window of ``--window`` training steps: mean rollout reward and accuracy over the window,
-and the evaluation reward logged at the window's last step (if any). With ``--baseline`` (a run with
-the same seed, prompts and sampler settings, e.g. the same command at ``--lr 1e-12``) each row also
-shows the baseline's mean and the paired difference, which removes the batch-to-batch difficulty noise.
+and the evaluation reward logged at the window's last step (if any). A run with ``--eval-at-start``
+also gets its held-out reward before the first step (the frozen control) against the last one.
+With ``--baseline`` (a run with the same seed, prompts and sampler settings, e.g. the same command at
+``--lr 1e-12``) each row also shows the baseline's mean and the paired difference, which removes the
+batch-to-batch difficulty noise.
 """
 
 from __future__ import annotations
@@ -77,6 +79,22 @@ def format_rows(rows: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def held_out_summary(evals: dict[int, dict]) -> str:
+    """Held-out reward before training (step 0, --eval-at-start: the frozen control) and at the last
+    evaluation, with the difference; greedy numbers beside when the run also logged them."""
+    if 0 not in evals or len(evals) < 2:
+        return ""
+    last = max(evals)
+    lines = []
+    for key, label in (("reward_mean", "held-out reward"), ("greedy_reward_mean", "greedy held-out reward")):
+        if key in evals[0] and key in evals[last]:
+            before, after = evals[0][key], evals[last][key]
+            lines.append(
+                f"{label}: {before:.3f} before (step 0) -> {after:.3f} at step {last} ({after - before:+.3f})"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("metrics", help="metrics.jsonl of a run")
@@ -86,6 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     train, evals = read_metrics(a.metrics)
     baseline = read_metrics(a.baseline)[0] if a.baseline else None
     print(format_rows(curve_rows(train, evals, a.window, baseline)))
+    summary = held_out_summary(evals)
+    if summary:
+        print(summary)
 
 
 if __name__ == "__main__":

@@ -152,8 +152,17 @@ class LoggingArgs:
     log_interval: int = 1
     eval_interval: int = 0
     eval_at_start: bool = False  # also evaluate before the first step (logged as step 0)
+    eval_temperature: float = 0.0  # 0: greedy; > 0: the policy's sampled reward (same noise at every eval)
+    eval_samples_per_prompt: int = 1  # completions per held-out prompt (sampled evaluation)
     tensorboard_dir: str | None = None
     wandb_project: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.eval_temperature >= 0, f"--eval-temperature must be >= 0, got {self.eval_temperature}")
+        _check(
+            self.eval_samples_per_prompt >= 1,
+            f"--eval-samples-per-prompt must be >= 1, got {self.eval_samples_per_prompt}",
+        )
 
 
 @dataclass(frozen=True)

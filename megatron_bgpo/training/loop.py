@@ -259,18 +259,32 @@ class Trainer:
     # ---- evaluation, loop --------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
-        per = math.ceil(len(self.eval_examples) / self.dp_size)
-        shard = self.eval_examples[self.dp_rank * per : (self.dp_rank + 1) * per] or self.eval_examples[:1]
+        """Held-out reward and accuracy: greedy, or sampled at --eval-temperature with
+        --eval-samples-per-prompt completions per prompt (then the greedy numbers are logged beside)."""
+        log = self.cfg.logging
+        if log.eval_temperature == 0:
+            return self._eval_pass(0.0, 1)
+        greedy = self._eval_pass(0.0, 1)
+        return {
+            **self._eval_pass(log.eval_temperature, log.eval_samples_per_prompt),
+            **{f"greedy_{k}": v for k, v in greedy.items()},
+        }
+
+    def _eval_pass(self, temperature: float, k: int) -> dict[str, float]:
         from megatron_bgpo.diffusion.sampler import generate
 
+        per = math.ceil(len(self.eval_examples) / self.dp_size)
+        shard = self.eval_examples[self.dp_rank * per : (self.dp_rank + 1) * per] or self.eval_examples[:1]
+        shard = [ex for ex in shard for _ in range(k)]
         prompts = encode_prompts(
             self.tokenizer, [self.task.prompt_text(ex) for ex in shard], self.cfg.generation.max_prompt_length
         )
         out = generate(
             self.denoiser,
             prompts,
-            self.sampler.with_(temperature=0.0),
-            seed=self.cfg.seed,
+            self.sampler.with_(temperature=temperature),
+            seed=self.cfg.seed,  # the same noise at every evaluation: the evaluations of a run are paired
+            row_ids=self.dp_rank * per * k + torch.arange(len(shard)),
             vocab=self.denoiser.vocab_shard(),
             pipeline=self.denoiser.pipeline_comm(),
         )

@@ -10,7 +10,7 @@ import pytest
 from tests.commands import REPO, run_command
 
 sys.path.insert(0, str(REPO / "tools"))
-from reward_curve import curve_rows, format_rows, read_metrics  # noqa: E402
+from reward_curve import curve_rows, format_rows, held_out_summary, read_metrics  # noqa: E402
 
 
 def _write(path, rewards, evals=()):
@@ -33,6 +33,13 @@ def test_windows_and_paired_gain(tmp_path) -> None:
     assert [r["paired_gain"] for r in rows] == pytest.approx([0.05, 0.25, 0.4])
     table = format_rows(rows)
     assert "| 3-4 | 0.350 | 0.175 |  | 0.100 | +0.250 |" in table
+
+
+def test_held_out_before_and_after(tmp_path) -> None:
+    _write(tmp_path / "run.jsonl", [0.1, 0.2], evals=[(0, 0.5), (1, 0.55), (2, 0.625)])
+    train, evals = read_metrics(tmp_path / "run.jsonl")
+    assert held_out_summary(evals) == "held-out reward: 0.500 before (step 0) -> 0.625 at step 2 (+0.125)"
+    assert held_out_summary({2: evals[2]}) == ""  # no evaluation before the first step
 
 
 def test_bad_input_is_one_error_line(tmp_path) -> None:
