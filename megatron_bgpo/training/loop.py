@@ -26,7 +26,7 @@ from megatron_bgpo.training import checkpoint as ckpt
 from megatron_bgpo.training.config import TrainConfig
 from megatron_bgpo.training.data import PromptSource
 from megatron_bgpo.training.logging import MetricsLogger, peak_memory_mib
-from megatron_bgpo.training.optimizer import build_optimizer, use_distributed_optimizer
+from megatron_bgpo.training.optimizer import build_optimizer, updates_per_step, use_distributed_optimizer
 from megatron_bgpo.training.resources import load_examples, resolve_model, resolve_tokenizer
 from megatron_bgpo.training.rollout import encode_prompts, run_rollout
 from megatron_bgpo.training.sft import sft_batch
@@ -68,7 +68,7 @@ class Trainer:
         )
         self.model = wrap_ddp(chunks, use_distributed_optimizer=use_distributed_optimizer(cfg.optim))
         self.optimizer, self.scheduler = build_optimizer(
-            cfg.optim, self.model, self.params_dtype, cfg.train_steps
+            cfg.optim, self.model, self.params_dtype, cfg.train_steps, updates_per_step(cfg)
         )
         self.step = ckpt.load(cfg.checkpoint, self.model, self.optimizer, self.scheduler)
         self.objective = get_objective(cfg.rl.objective)
