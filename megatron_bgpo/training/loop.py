@@ -11,7 +11,6 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state as ps
 
-from megatron_bgpo.diffusion.masking import MaskingSpec
 from megatron_bgpo.diffusion.sampler import SamplerConfig
 from megatron_bgpo.models.llada import build_model_chunks
 from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
@@ -79,12 +78,7 @@ class Trainer:
             clip_eps=cfg.rl.clip_eps,
             kl_beta=cfg.rl.kl_beta,
         )
-        self.masking = MaskingSpec(
-            mode=cfg.rl.masking_mode,
-            eps=cfg.rl.masking_eps,
-            count=cfg.rl.elbo_tokens,
-            eos_id=self.tokenizer.eos_id,
-        )
+        self.masking = cfg.rl.masking_spec(self.tokenizer.eos_id)
         self.task = get_task(cfg.data.task)
         self.train_source = PromptSource(
             load_examples(self.task, cfg.data.train_data, "train", cfg.seed),
@@ -141,6 +135,7 @@ class Trainer:
         per_update = local_prompts // rl.updates_per_rollout
         weight = 1.0 / (rl.group_size * rl.mini_batch_size)
         minibatches = []
+            normalize_std=rl.std_normalized_advantages,
         for u in range(rl.updates_per_rollout):
             prompt_rows = torch.arange(u * per_update, (u + 1) * per_update)
             if rl.drop_zero_variance_groups and rl.kl_beta == 0:
@@ -254,7 +249,11 @@ class Trainer:
         out = generate(
             self.denoiser,
             prompts,
-            self.sampler.with_(temperature=0.0),
+            self.sampler.with_(
+                temperature=0.0,
+                gen_length=self.cfg.generation.eval_length,
+                steps=self.cfg.generation.eval_steps,
+            ),
             seed=self.cfg.seed,
             vocab=self.denoiser.vocab_shard(),
             pipeline=self.denoiser.pipeline_comm(),
