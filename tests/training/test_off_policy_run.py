@@ -46,8 +46,8 @@ def _run_rank(rank: int, world: int, argv: list[str]) -> dict:
     return out
 
 
-@pytest.mark.parametrize("objective", ["bgpo", "diffu_grpo"])
-def test_off_policy_run_metrics_and_schedule(files, tmp_path: Path, objective: str) -> None:
+@pytest.mark.parametrize("objective,clip", [("bgpo", 1e-4), ("diffu_grpo", 1e-4), ("bgpo", 0.0)])
+def test_off_policy_run_metrics_and_schedule(files, tmp_path: Path, objective: str, clip: float) -> None:
     save = tmp_path / "ckpt"
     argv = flags(
         files,
@@ -68,7 +68,7 @@ def test_off_policy_run_metrics_and_schedule(files, tmp_path: Path, objective: s
         lr=1e-3,
         min_lr=1e-5,
         lr_decay_style="linear",
-        clip_grad=1e-4,  # every update is clipped
+        clip_grad=clip,  # 1e-4: every update is clipped; 0: no clipping, the norm is still reported
         train_steps=STEPS,
         save=str(save),
     )
@@ -83,7 +83,8 @@ def test_off_policy_run_metrics_and_schedule(files, tmp_path: Path, objective: s
     assert len(train) == STEPS and any(r["split"] == "eval" for r in records)
     for r in train:
         assert r["clamp_fraction"] == 0.0 and r["overflow_guard"] == 0.0
-        assert r["grad_norm"] > 1e-4 and r["grad_clipped_fraction"] == 1.0  # pre-clip norm
+        assert r["grad_norm"] > 1e-4  # the pre-clip norm
+        assert r["grad_clipped_fraction"] == (1.0 if clip else 0.0)
     if objective == "diffu_grpo":
         assert all(0.0 <= r["ppo_clip_fraction"] <= 1.0 for r in train)
 
