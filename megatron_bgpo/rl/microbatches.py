@@ -9,7 +9,7 @@ VRPO-OL packs n_t canvases per response, so its micro-batch grows with n_t.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -74,9 +74,11 @@ def _elbo_canvases(batch: RolloutBatch, resp: Tensor, j: Tensor, cfg: PackingCon
 
 
 def _mean_field_canvases(batch: RolloutBatch, resp: Tensor, cfg: PackingConfig):
-    """d1's one-step estimate: completion fully masked, prompt tokens masked w.p. prompt_mask_prob."""
+    """d1's one-step estimate: the whole completion canvas masked (and attended, as d1 feeds the full
+    canvas), prompt tokens masked w.p. prompt_mask_prob; log-probs counted on d1's completion mask
+    (tokens up to and including the first EOS), whatever ``cfg.masking.count``."""
     sub = batch.select(resp)
-    counted = counted_positions(sub.response_ids, cfg.masking)
+    completion = counted_positions(sub.response_ids, replace(cfg.masking, count="first_eos"))
     seeds = mc_seeds(cfg.seed, sub.response_uid, torch.full_like(sub.response_uid, 1_000_003 + cfg.iteration))
     pos = torch.arange(sub.prompt_ids.shape[1])
     drop = rng.uniform(seeds.unsqueeze(1), rng.Stream.MASK_POS, pos.unsqueeze(0)) < cfg.prompt_mask_prob
@@ -86,9 +88,9 @@ def _mean_field_canvases(batch: RolloutBatch, resp: Tensor, cfg: PackingConfig):
     tokens = torch.cat([prompt, full], 1)
     return (
         tokens,
-        torch.cat([sub.prompt_mask, counted], 1),
+        torch.cat([sub.prompt_mask, torch.ones_like(completion)], 1),
         torch.cat([sub.prompt_ids, sub.response_ids], 1),
-        torch.cat([zeros, counted], 1),
+        torch.cat([zeros, completion], 1),
         sub,
     )
 

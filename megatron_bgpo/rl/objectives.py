@@ -64,11 +64,17 @@ class RowTerms:
 ObjectiveFn = Callable[[RowTerms, ObjectiveConfig], tuple[torch.Tensor, dict[str, float]]]
 
 
-def _guarded_exp(d: torch.Tensor, limit: float) -> tuple[torch.Tensor, int]:
-    """exp(min(d, limit)) computed in at least fp32; returns the number of clamped entries."""
+def _guarded_exp(
+    d: torch.Tensor, limit: float, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """exp(min(d, limit)) computed in at least fp32, and its counts: ``overflow_guard`` (clamped
+    entries) and ``exp_rows`` (entries checked; both restricted to ``valid`` when given)."""
     work = d if d.dtype == torch.float64 else d.float()
     over = work > limit
-    return torch.exp(torch.where(over, torch.full_like(work, limit), work)), int(over.sum())
+    counted = over if valid is None else over & valid
+    rows = d.numel() if valid is None else int(valid.sum())
+    exp_d = torch.exp(torch.where(over, torch.full_like(work, limit), work))
+    return exp_d, {"overflow_guard": float(counted.sum()), "exp_rows": float(rows)}
 
 
 def bgpo(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, float]]:
@@ -80,7 +86,7 @@ def bgpo(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, 
     """
     d = rows.log_ratio()
     a = rows.advantages.to(d.dtype)
-    exp_d, clamped = _guarded_exp(d, cfg.max_log_ratio)
+    exp_d, guard = _guarded_exp(d, cfg.max_log_ratio)
     taylor = (1.0 + d) * a
     jensen = exp_d.to(d.dtype) * a
     if cfg.bound == "taylor":
@@ -91,7 +97,7 @@ def bgpo(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, 
         g = torch.where(a >= 0, taylor, jensen)
     g = g / cfg.num_mc_samples
     loss = -(rows.weights.to(g.dtype) * g).sum()
-    return loss, {"overflow_guard": float(clamped), "log_ratio_abs_max": float(d.detach().abs().max())}
+    return loss, {**guard, "log_ratio_abs_max": float(d.detach().abs().max())}
 
 
 def vrpo_ol(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, float]]:
@@ -101,7 +107,7 @@ def vrpo_ol(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[st
     count = valid.sum(-1).clamp_min(1)
     d = (rows.log_ratio() * valid).sum(-1) / count
     a = rows.advantages.to(d.dtype)
-    ratio, clamped = _guarded_exp(d, cfg.max_log_ratio)
+    ratio, guard = _guarded_exp(d, cfg.max_log_ratio)
     ratio = ratio.to(d.dtype)
     objective = ratio * a
     if cfg.clip_eps is not None:
@@ -113,20 +119,23 @@ def vrpo_ol(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[st
         diff = ((rows.ref_logp - rows.logp) * valid).sum(-1) / count
         loss_rows = loss_rows + cfg.kl_beta * (torch.exp(diff) - diff - 1)
     loss = (rows.weights.to(loss_rows.dtype) * loss_rows).sum()
-    return loss, {"overflow_guard": float(clamped), "log_ratio_abs_max": float(d.detach().abs().max())}
+    return loss, {**guard, "log_ratio_abs_max": float(d.detach().abs().max())}
 
 
 def diffu_grpo(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """d1's diffu-GRPO (spec §4.2). Row = a response; logp [N, L] per-token one-step mean-field log-probs.
+    """d1's diffu-GRPO (spec §4.2). Row = a response; logp [N, L] per-token one-step mean-field log-probs,
+    valid [N, L] d1's completion mask (tokens up to and including the first EOS).
 
     per token: -min(rho A, clip(rho, 1-eps, 1+eps) A) + beta * (exp(ref - cur) - (ref - cur) - 1);
-    loss = sum_rows weight * sum_tokens valid * per-token loss (weight = 1 / completion tokens in batch).
+    per row: the mean over its valid tokens (d1's ``sum(loss * mask) / sum(mask)`` for one completion);
+    loss = sum_rows weight * row mean, with weight = 1 / (completions in the batch), i.e. d1's loss
+    averaged over completions, independent of how long they are.
     """
     if rows.valid is None:
         raise ValueError("diffu_grpo needs the completion mask (valid)")
     eps = 0.5 if cfg.clip_eps is None else cfg.clip_eps
     log_ratio = rows.log_ratio()
-    ratio, clamped = _guarded_exp(log_ratio, cfg.max_log_ratio)
+    ratio, guard = _guarded_exp(log_ratio, cfg.max_log_ratio, rows.valid)
     ratio = ratio.to(log_ratio.dtype)
     a = rows.advantages.to(ratio.dtype)[:, None]
     per_token = -torch.minimum(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a)
@@ -135,10 +144,11 @@ def diffu_grpo(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict
             raise ValueError("diffu_grpo with kl_beta > 0 needs reference-policy log-probs")
         diff = rows.ref_logp - rows.logp
         per_token = per_token + cfg.kl_beta * (torch.exp(diff) - diff - 1)
-    per_row = (per_token * rows.valid).sum(-1)
+    tokens = rows.valid.sum(-1).clamp_min(1).to(per_token.dtype)
+    per_row = torch.where(rows.valid, per_token, torch.zeros_like(per_token)).sum(-1) / tokens
     loss = (rows.weights.to(per_row.dtype) * per_row).sum()
     clipped = ((ratio - 1).abs() > eps) & rows.valid
-    return loss, {"overflow_guard": float(clamped), "clip_fraction": float(clipped.sum() / rows.valid.sum())}
+    return loss, {**guard, "ppo_clipped": float(clipped.sum())}
 
 
 def elbo_sft(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, float]]:

@@ -38,11 +38,16 @@ def policy_terms(mb: MicroBatch, logits: torch.Tensor, objective: Objective, tp_
 
 @dataclass
 class UpdateStats:
-    """Sums over this rank's micro-batches (last pipeline stage; zeros elsewhere)."""
+    """Sums over this rank's micro-batches (last pipeline stage; zeros elsewhere).
+
+    log_ratio_mismatches: with ``expect_zero_log_ratio``, one line per micro-batch whose d = current -
+    old terms was not exactly 0, naming the canvases and values.
+    """
 
     loss: float = 0.0
     num_microbatches: int = 0
     extra: dict[str, float] = field(default_factory=dict)
+    log_ratio_mismatches: list[str] = field(default_factory=list)
 
     def add(self, loss: float, stats: dict[str, float]) -> None:
         self.loss += loss
@@ -57,23 +62,54 @@ def _seq_hint(microbatches: Sequence[MicroBatch]) -> tuple[int, int]:
     return max(mb.tokens.shape[1] for mb in microbatches), max(mb.num_canvases for mb in microbatches)
 
 
+def log_ratio_mismatch(mb: MicroBatch, terms: torch.Tensor, valid: torch.Tensor | None, show: int = 4) -> str:
+    """'' if every entry of terms - mb.old_terms is exactly 0, else a line naming the first ``show``
+    offending canvases (ids in the update's canvas list) and values. ELBO terms: one entry per canvas;
+    per-token terms: entries over ``valid`` [rows, L], canvas = the row's canvas, plus the token."""
+    d = terms.detach() - mb.old_terms.reshape(terms.shape)
+    bad = d != 0  # also NaN
+    if valid is not None:
+        bad &= valid
+    if not bool(bad.any()):
+        return ""
+    where = bad.nonzero().tolist()
+    total = bad.numel() if valid is None else int(valid.sum())
+    shown = []
+    for idx in where[:show]:
+        if valid is None:
+            where_txt = f"canvas {int(mb.canvas_ids.reshape(terms.shape)[tuple(idx)])}"
+        else:
+            where_txt = f"canvas {int(mb.canvas_ids[idx[0]])} token {idx[1]}"
+        shown.append(f"{where_txt}: d = {float(d[tuple(idx)]):.3e}")
+    return f"{len(where)} of {total} terms nonzero ({'; '.join(shown)})"
+
+
 def policy_update(
     model: Sequence[torch.nn.Module],
     microbatches: Sequence[MicroBatch],
     objective: Objective,
     cfg: ObjectiveConfig,
     tp_group,
+    expect_zero_log_ratio: bool = False,
 ) -> UpdateStats:
     """Forward + backward of every micro-batch; gradients accumulate in the (DDP) grad buffers.
 
-    The caller zeroes gradients before and steps the optimizer after.
+    The caller zeroes gradients before and steps the optimizer after. ``expect_zero_log_ratio``: the
+    old terms were computed with the current weights (first update after a rollout), so current - old
+    must be exactly 0; offending micro-batches are listed in ``log_ratio_mismatches`` for the caller
+    to raise on every rank at once.
     """
+    mismatches: list[str] = []
 
     def step(mb: MicroBatch, chunk: torch.nn.Module):
         output = llada_forward(chunk, mb.tokens, mb.attention_mask)
 
         def loss_fn(logits: torch.Tensor):
             terms, valid = policy_terms(mb, logits, objective, tp_group)
+            if expect_zero_log_ratio and mb.old_terms is not None:
+                line = log_ratio_mismatch(mb, terms, valid)
+                if line:
+                    mismatches.append(line)
             old = None if mb.old_terms is None else mb.old_terms.reshape(terms.shape)
             ref = None if mb.ref_terms is None else mb.ref_terms.reshape(terms.shape)
             rows = RowTerms(terms, mb.advantages, mb.loss_weight, old_logp=old, ref_logp=ref, valid=valid)
@@ -84,7 +120,7 @@ def policy_update(
 
     seq, mbs = _seq_hint(microbatches)
     reported = run_microbatches(model, step, microbatches, seq_length=seq, micro_batch_size=mbs)
-    stats = UpdateStats()
+    stats = UpdateStats(log_ratio_mismatches=mismatches)
     for r in reported:
         stats.add(r.pop("loss"), r)
     return stats

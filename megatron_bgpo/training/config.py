@@ -49,11 +49,13 @@ class RLArgs:
     masking_mode: str = "continuous"  # continuous (1/t) | discrete (L/l)
     masking_eps: float = 1e-3
     elbo_tokens: str = "canvas"  # canvas (incl. EOS padding) | first_eos
+    mc_t_sampling: str = "stratified"  # stratified (t_j in [j/n_t, (j+1)/n_t)) | iid (U[0,1] per sample)
     bound: str = "both"  # BGPO: both | taylor | jensen
     max_log_ratio: float = 20.0
     clip_eps: float | None = None
     kl_beta: float = 0.0
     advantage_eps: float = 1e-6
+    advantage_std_normalize: bool | None = None  # None: False for diffu_grpo (d1: r - mean), else True
     drop_zero_variance_groups: bool = True
 
     def __post_init__(self) -> None:
@@ -73,6 +75,10 @@ class RLArgs:
         )
         _check(self.masking_mode in ("continuous", "discrete"), f"--masking-mode: {self.masking_mode!r}")
         _check(self.elbo_tokens in ("canvas", "first_eos"), f"--elbo-tokens: {self.elbo_tokens!r}")
+        _check(
+            self.mc_t_sampling in ("stratified", "iid"),
+            f"--mc-t-sampling must be stratified or iid, got {self.mc_t_sampling!r}",
+        )
 
     @property
     def updates_per_rollout(self) -> int:
@@ -81,6 +87,24 @@ class RLArgs:
     @property
     def on_policy(self) -> bool:
         return self.updates_per_rollout == 1
+
+    @property
+    def std_normalized_advantages(self) -> bool:
+        if self.advantage_std_normalize is None:
+            return self.objective != "diffu_grpo"
+        return self.advantage_std_normalize
+
+    def masking_spec(self, eos_id: int):
+        """The MC masking of the ELBO terms these flags select (diffusion/masking.py)."""
+        from megatron_bgpo.diffusion.masking import MaskingSpec
+
+        return MaskingSpec(
+            mode=self.masking_mode,
+            eps=self.masking_eps,
+            stratified=self.mc_t_sampling == "stratified",
+            count=self.elbo_tokens,
+            eos_id=eos_id,
+        )
 
 
 @dataclass(frozen=True)
@@ -92,20 +116,34 @@ class GenerationArgs:
     remasking: str = "low_confidence"
     cfg_scale: float = 0.0
     max_prompt_length: int = 256
+    eval_gen_length: int | None = None  # in-loop evaluation; None: --gen-length
+    eval_diffusion_steps: int | None = None  # None: --diffusion-steps
 
     def __post_init__(self) -> None:
-        _check(
-            self.gen_length % self.block_length == 0,
-            f"--gen-length ({self.gen_length}) must be a multiple of --block-length ({self.block_length})",
-        )
-        blocks = self.gen_length // self.block_length
-        _check(
-            self.diffusion_steps % blocks == 0,
-            f"--diffusion-steps ({self.diffusion_steps}) must be a multiple of the number of blocks "
-            f"({blocks} = gen_length / block_length)",
-        )
+        for prefix, length, steps in (
+            ("--", self.gen_length, self.diffusion_steps),
+            ("--eval-", self.eval_length, self.eval_steps),
+        ):
+            _check(
+                length % self.block_length == 0,
+                f"{prefix}gen-length ({length}) must be a multiple of --block-length ({self.block_length})",
+            )
+            blocks = length // self.block_length
+            _check(
+                steps % blocks == 0,
+                f"{prefix}diffusion-steps ({steps}) must be a multiple of the number of blocks "
+                f"({blocks} = gen_length / block_length)",
+            )
         _check(self.remasking in ("low_confidence", "random"), f"--remasking: {self.remasking!r}")
         _check(self.temperature >= 0, f"--temperature must be >= 0, got {self.temperature}")
+
+    @property
+    def eval_length(self) -> int:
+        return self.gen_length if self.eval_gen_length is None else self.eval_gen_length
+
+    @property
+    def eval_steps(self) -> int:
+        return self.diffusion_steps if self.eval_diffusion_steps is None else self.eval_diffusion_steps
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state as ps
 
-from megatron_bgpo.diffusion.masking import MaskingSpec
 from megatron_bgpo.diffusion.sampler import SamplerConfig
 from megatron_bgpo.models.llada import build_model_chunks
 from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
@@ -26,7 +25,7 @@ from megatron_bgpo.training import checkpoint as ckpt
 from megatron_bgpo.training.config import TrainConfig
 from megatron_bgpo.training.data import PromptSource
 from megatron_bgpo.training.logging import MetricsLogger, peak_memory_mib
-from megatron_bgpo.training.optimizer import build_optimizer, use_distributed_optimizer
+from megatron_bgpo.training.optimizer import build_optimizer, updates_per_step, use_distributed_optimizer
 from megatron_bgpo.training.resources import load_examples, resolve_model, resolve_tokenizer
 from megatron_bgpo.training.rollout import encode_prompts, run_rollout
 from megatron_bgpo.training.sft import sft_batch
@@ -47,6 +46,12 @@ def jitter_weights(model, std: float, seed: int) -> None:
 
 class NonFiniteError(RuntimeError):
     """A loss or gradient was NaN/inf; the optimizer step was skipped (weights untouched)."""
+
+
+class LogRatioMismatchError(RuntimeError):
+    """Off-policy: in the first update after a rollout the old and current terms (same weights, same
+    masks) differed, i.e. the forward pass is not deterministic; the ELBO weight (up to 1/eps)
+    amplifies such differences, so the run stops."""
 
 
 @dataclass
@@ -81,7 +86,7 @@ class Trainer:
         )
         self.model = wrap_ddp(chunks, use_distributed_optimizer=use_distributed_optimizer(cfg.optim))
         self.optimizer, self.scheduler = build_optimizer(
-            cfg.optim, self.model, self.params_dtype, cfg.train_steps
+            cfg.optim, self.model, self.params_dtype, cfg.train_steps, updates_per_step(cfg)
         )
         self.step = ckpt.load(cfg.checkpoint, self.model, self.optimizer, self.scheduler)
         if cfg.model.init_jitter > 0:
@@ -94,12 +99,7 @@ class Trainer:
             clip_eps=cfg.rl.clip_eps,
             kl_beta=cfg.rl.kl_beta,
         )
-        self.masking = MaskingSpec(
-            mode=cfg.rl.masking_mode,
-            eps=cfg.rl.masking_eps,
-            count=cfg.rl.elbo_tokens,
-            eos_id=self.tokenizer.eos_id,
-        )
+        self.masking = cfg.rl.masking_spec(self.tokenizer.eos_id)
         self.task = get_task(cfg.data.task)
         self.train_source = PromptSource(
             load_examples(self.task, cfg.data.train_data, "train", cfg.seed),
@@ -150,6 +150,7 @@ class Trainer:
             seed=cfg.seed,
             dp_group=self.dp_group,
             advantage_eps=rl.advantage_eps,
+            normalize_std=rl.std_normalized_advantages,
         )
         t_update = time.perf_counter()
         local_prompts = len(examples)
@@ -178,12 +179,18 @@ class Trainer:
         if not rl.on_policy:  # old-policy terms once per rollout batch, same seeded masks
             for mbs in minibatches:
                 attach_policy_terms(self.model, mbs, self.objective, self._tp_group())
-        losses, grad_norms, overflow = [], [], 0.0
+        losses, grad_norms, counts = [], [], {"overflow_guard": 0.0, "exp_rows": 0.0, "ppo_clipped": 0.0}
         for u, mbs in enumerate(minibatches):
-            loss, gnorm, stats = self._optimizer_step(mbs, where=f"step {step + 1} update {u + 1}")
+            loss, gnorm, stats = self._optimizer_step(
+                mbs,
+                where=f"step {step + 1} update {u + 1}",
+                expect_zero_log_ratio=not rl.on_policy and u == 0,
+            )
             losses.append(loss)
             grad_norms.append(gnorm)
-            overflow += stats.get("overflow_guard", 0.0)
+            for k in counts:
+                counts[k] += stats.get(k, 0.0)
+        counts = {k: self._sum(v, loss_rank=True) for k, v in counts.items()}
         t_done = time.perf_counter()
         rewards = rollout.global_rewards
         return {
@@ -192,13 +199,19 @@ class Trainer:
             "accuracy": rollout.global_correct.double().mean().item(),
             "zero_variance_groups": rollout.zero_variance_fraction,
             "loss": sum(losses),
-            "grad_norm": max(grad_norms) if grad_norms else 0.0,
+            **self._grad_metrics(grad_norms),
             "lr": self.optimizer.param_groups[0]["lr"],
             "rollout_s": rollout.seconds,
             "update_s": t_done - t_update,
             "gen_tokens_per_s": self._sum(rollout.generated_tokens) / max(rollout.seconds, 1e-9),
             "peak_mem_mib": peak_memory_mib(),
-            "overflow_guard": self._sum(overflow, loss_rank=True),
+            "overflow_guard": counts["overflow_guard"],
+            "clamp_fraction": counts["overflow_guard"] / max(counts["exp_rows"], 1.0),
+            **(
+                {"ppo_clip_fraction": counts["ppo_clipped"] / max(counts["exp_rows"], 1.0)}
+                if rl.objective == "diffu_grpo"
+                else {}
+            ),
         }
 
     def _sft_step(self, step: int, examples, positions) -> dict[str, float]:
@@ -230,16 +243,33 @@ class Trainer:
         )
         return {
             "loss": loss,
-            "grad_norm": gnorm,
+            **self._grad_metrics([gnorm]),
             "lr": self.optimizer.param_groups[0]["lr"],
             "update_s": time.perf_counter() - t0,
             "peak_mem_mib": peak_memory_mib(),
         }
 
-    def _optimizer_step(self, microbatches, where: str) -> tuple[float, float, dict[str, float]]:
-        """Accumulate gradients over ``microbatches`` and step; skip the step on a non-finite loss/grad."""
+    def _optimizer_step(
+        self, microbatches, where: str, expect_zero_log_ratio: bool = False
+    ) -> tuple[float, float, dict[str, float]]:
+        """Accumulate gradients over ``microbatches`` and step; skip the step on a non-finite loss/grad.
+        Returns (loss, pre-clip grad norm, objective stats summed over micro-batches)."""
         zero_grads(self.model, self.optimizer)
-        stats = policy_update(self.model, microbatches, self.objective, self.objective_cfg, self._tp_group())
+        stats = policy_update(
+            self.model,
+            microbatches,
+            self.objective,
+            self.objective_cfg,
+            self._tp_group(),
+            expect_zero_log_ratio,
+        )
+        if expect_zero_log_ratio and self._any_rank(bool(stats.log_ratio_mismatches)):
+            zero_grads(self.model, self.optimizer)
+            detail = " | ".join(stats.log_ratio_mismatches) or "on another rank"
+            raise LogRatioMismatchError(
+                f"{where}: old and current terms of the same weights and masks differ (d_j must be exactly "
+                f"0; the forward pass is not deterministic), rank {self.env.rank}: {detail}"
+            )
         local_loss = stats.loss
         bad = not math.isfinite(local_loss) or not all(
             torch.isfinite(p.main_grad).all() for m in self.model for p in m.parameters() if p.requires_grad
@@ -254,7 +284,16 @@ class Trainer:
         self.scheduler.step(increment=1)
         if not ok:
             raise NonFiniteError(f"optimizer reported a failed step at {where}; weights unchanged")
+        if self.cfg.optim.clip_grad <= 0:  # megatron-core computes the norm only when it clips
+            grad_norm = self.optimizer.get_grad_norm()
         return self._sum(local_loss, loss_rank=True), float(grad_norm or 0.0), stats.extra
+
+    def _grad_metrics(self, grad_norms: list[float]) -> dict[str, float]:
+        """Pre-clip gradient norm (megatron-core's optimizer.step returns the norm it clipped from) and
+        the fraction of this step's updates that were clipped."""
+        clip = self.cfg.optim.clip_grad
+        clipped = sum(g > clip for g in grad_norms) if clip > 0 else 0
+        return {"grad_norm": max(grad_norms), "grad_clipped_fraction": clipped / len(grad_norms)}
 
     # ---- evaluation, loop --------------------------------------------------------------------------
     @torch.no_grad()
@@ -282,7 +321,11 @@ class Trainer:
         out = generate(
             self.denoiser,
             prompts,
-            self.sampler.with_(temperature=temperature),
+            self.sampler.with_(
+                temperature=temperature,
+                gen_length=self.cfg.generation.eval_length,
+                steps=self.cfg.generation.eval_steps,
+            ),
             seed=self.cfg.seed,  # the same noise at every evaluation: the evaluations of a run are paired
             row_ids=self.dp_rank * per * k + torch.arange(len(shard)),
             vocab=self.denoiser.vocab_shard(),

@@ -2,6 +2,10 @@
 
 The distributed optimizer is used only with CUDA: megatron-core 0.19's DistributedOptimizer requires
 torch.cuda.*Tensor parameters. On CPU the same code path builds the FP32 optimizer over torch AdamW.
+
+The scheduler steps once per optimizer update, and an off-policy RL step makes
+``updates_per_rollout`` updates, so its horizon is counted in updates: ``--train-steps`` and
+``--lr-warmup-steps`` (both in RL steps) are multiplied by :func:`updates_per_step`.
 """
 
 from __future__ import annotations
@@ -12,15 +16,47 @@ import torch
 from megatron.core.optimizer import MegatronOptimizer, OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-from megatron_bgpo.training.config import OptimArgs
+from megatron_bgpo.training.config import OptimArgs, TrainConfig
 
 
 def use_distributed_optimizer(args: OptimArgs) -> bool:
     return args.use_distributed_optimizer and torch.cuda.is_available()
 
 
+def updates_per_step(cfg: TrainConfig) -> int:
+    """Optimizer updates per training step: 1 for SFT objectives, ``updates_per_rollout`` for RL."""
+    from megatron_bgpo.rl.objectives import get_objective
+
+    return 1 if get_objective(cfg.rl.objective).supervised else cfg.rl.updates_per_rollout
+
+
+def build_scheduler(
+    args: OptimArgs, optimizer, train_steps: int, updates_per_step: int = 1
+) -> OptimizerParamScheduler:
+    """LR schedule over ``train_steps * updates_per_step`` optimizer updates (warm-up scaled alike)."""
+    warmup = args.lr_warmup_steps * updates_per_step
+    total = train_steps * updates_per_step
+    return OptimizerParamScheduler(
+        optimizer,
+        init_lr=0.0 if warmup > 0 else args.lr,
+        max_lr=args.lr,
+        min_lr=args.min_lr,
+        lr_warmup_steps=warmup,
+        lr_decay_steps=max(total, warmup + 1),
+        lr_decay_style=args.lr_decay_style,
+        start_wd=args.weight_decay,
+        end_wd=args.weight_decay,
+        wd_incr_steps=max(total, 1),
+        wd_incr_style="constant",
+    )
+
+
 def build_optimizer(
-    args: OptimArgs, model: Sequence[torch.nn.Module], params_dtype: torch.dtype, train_steps: int
+    args: OptimArgs,
+    model: Sequence[torch.nn.Module],
+    params_dtype: torch.dtype,
+    train_steps: int,
+    updates_per_step: int = 1,
 ) -> tuple[MegatronOptimizer, OptimizerParamScheduler]:
     config = OptimizerConfig(
         optimizer="adam",
@@ -36,17 +72,4 @@ def build_optimizer(
         use_distributed_optimizer=use_distributed_optimizer(args),
     )
     optimizer = get_megatron_optimizer(config, list(model))
-    scheduler = OptimizerParamScheduler(
-        optimizer,
-        init_lr=0.0 if args.lr_warmup_steps > 0 else args.lr,
-        max_lr=args.lr,
-        min_lr=args.min_lr,
-        lr_warmup_steps=args.lr_warmup_steps,
-        lr_decay_steps=max(train_steps, args.lr_warmup_steps + 1),
-        lr_decay_style=args.lr_decay_style,
-        start_wd=args.weight_decay,
-        end_wd=args.weight_decay,
-        wd_incr_steps=max(train_steps, 1),
-        wd_incr_style="constant",
-    )
-    return optimizer, scheduler
+    return optimizer, build_scheduler(args, optimizer, train_steps, updates_per_step)

@@ -59,6 +59,7 @@ def run_rollout(
     seed: int,
     dp_group,
     advantage_eps: float,
+    normalize_std: bool = True,
 ) -> RolloutResult:
     """Generate, score and build the update batch for this DP rank's ``examples``.
 
@@ -87,7 +88,7 @@ def run_rollout(
     rewards = torch.tensor([s.reward for s in local_scores], dtype=torch.float64).view(-1, group_size)
     global_rewards = torch.tensor([s.reward for s in scores], dtype=torch.float64).view(-1, group_size)
     global_correct = torch.tensor([s.correct for s in scores]).view(-1, group_size)
-    advantages = group_advantages(rewards, eps=advantage_eps)
+    advantages = group_advantages(rewards, eps=advantage_eps, normalize_std=normalize_std)
     batch = RolloutBatch(
         prompt_ids=prompts.input_ids,
         prompt_mask=prompts.attention_mask,

@@ -94,6 +94,8 @@ def _exact(model, r: int, spec: MaskingSpec) -> dict[str, float]:
 SPECS = {
     "continuous_strat": MaskingSpec(mode="continuous", eps=1e-3, eos_id=EOS),
     "continuous_plain": MaskingSpec(mode="continuous", eps=0.05, stratified=False, eos_id=EOS),
+    "continuous_iid_eps1e-3": MaskingSpec(mode="continuous", eps=1e-3, stratified=False, eos_id=EOS),
+    "discrete_iid_first_eos": MaskingSpec(mode="discrete", count="first_eos", stratified=False, eos_id=EOS),
     "discrete_strat": MaskingSpec(mode="discrete", eos_id=EOS),
     "discrete_plain": MaskingSpec(mode="discrete", stratified=False, eos_id=EOS),
     "discrete_first_eos": MaskingSpec(mode="discrete", count="first_eos", eos_id=EOS),

@@ -88,13 +88,13 @@ def _two_responses(objective: str) -> tuple[RowTerms, ObjectiveConfig]:
         return RowTerms(
             d, a, torch.full((2,), 0.5, **f64), old_logp=torch.zeros(2, 2, **f64)
         ), ObjectiveConfig(2)
-    # diffu_grpo: per-token log-ratios, eps 0.2, 3 valid completion tokens in the batch.
+    # diffu_grpo: per-token log-ratios, eps 0.2, two completions of 2 and 1 valid tokens (weight 1/2 each).
     d = torch.tensor([[0.1, -0.3], [0.5, 0.0]], **f64)
     valid = torch.tensor([[True, True], [True, False]])
     rows = RowTerms(
         d,
         torch.tensor([1.0, -1.0], **f64),
-        torch.full((2,), 1 / 3, **f64),
+        torch.full((2,), 1 / 2, **f64),
         torch.zeros(2, 2, **f64),
         valid=valid,
     )
@@ -102,9 +102,9 @@ def _two_responses(objective: str) -> tuple[RowTerms, ObjectiveConfig]:
 
 
 # Hand-derived: bgpo -0.5*((1.1+0.8)/2 - 0.5*(e^0.3 + 1)/2); vrpo_ol -0.5*(e^-0.05 - 0.5 e^0.15);
-# diffu_grpo (-e^0.1 - e^-0.3 + e^0.5)/3 (no clip is active:
-# 1.105 < 1.2, 0.741 < 0.8 with A>0, 1.649 with A<0).
-HAND = {"bgpo": -0.18126764905299964, "vrpo_ol": -0.18515615156828624, "diffu_grpo": -0.06575595601907909}
+# diffu_grpo ((-e^0.1 - e^-0.3)/2 + e^0.5)/2, a token mean per completion (the min picks the unclipped
+# term: 1.105 < 1.2 and 0.741 < 0.8 with A>0, -1.649 < -1.2 with A<0).
+HAND = {"bgpo": -0.18126764905299964, "vrpo_ol": -0.18515615156828624, "diffu_grpo": 0.3628633506607227}
 
 
 @pytest.mark.parametrize("name", sorted(HAND))
@@ -128,7 +128,7 @@ def test_bgpo_bound_switches_and_overflow_guard() -> None:
     w = torch.ones(2, dtype=torch.float64)
     rows = RowTerms(d, a, w, old_logp=torch.zeros(2, dtype=torch.float64))
     loss, stats = OBJECTIVES["bgpo"].fn(rows, ObjectiveConfig(1, max_log_ratio=20.0))
-    assert stats["overflow_guard"] == 1
+    assert stats["overflow_guard"] == 1 and stats["exp_rows"] == 2  # clamp_fraction 1/2
     assert loss.item() == pytest.approx(
         torch.exp(torch.tensor(0.5)).item() + torch.exp(torch.tensor(20.0)).item()
     )
@@ -188,3 +188,71 @@ def test_masked_sft_terms_drop_the_elbo_weight(monkeypatch: pytest.MonkeyPatch) 
     assert torch.allclose(elbo.double(), (elbo_weight.double() * plain), rtol=1e-6)
     assert torch.allclose(masked.double(), plain, rtol=1e-6)
     assert get_objective("masked_sft").supervised and not get_objective("bgpo").supervised
+
+
+# ---- diffu-GRPO against a float64 transcription of d1's loss (dllm-reasoning/d1, diffu_grpo_trainer.py) ----
+EOS_D1 = 9
+
+
+def _d1_completion_mask(completion_ids: torch.Tensor) -> torch.Tensor:
+    """d1 `_generate_and_score_completions`: mask everything after the first EOS."""
+    is_eos = completion_ids == EOS_D1
+    eos_idx = torch.full((is_eos.size(0),), is_eos.size(1), dtype=torch.long)
+    eos_idx[is_eos.any(dim=1)] = is_eos.int().argmax(dim=1)[is_eos.any(dim=1)]
+    sequence_indices = torch.arange(is_eos.size(1)).expand(is_eos.size(0), -1)
+    return (sequence_indices <= eos_idx.unsqueeze(1)).int()
+
+
+def _d1_compute_loss(logps, old, ref, advantages, completion_mask, epsilon, beta):
+    """d1 `compute_loss` for one per-device batch."""
+    per_token_kl = torch.exp(ref - logps) - (ref - logps) - 1
+    coef_1 = torch.exp(logps - old)
+    coef_2 = torch.clamp(coef_1, 1 - epsilon, 1 + epsilon)
+    per_token_loss = -torch.min(coef_1 * advantages.unsqueeze(1), coef_2 * advantages.unsqueeze(1))
+    per_token_loss = per_token_loss + beta * per_token_kl
+    return (per_token_loss * completion_mask).sum() / completion_mask.sum()
+
+
+def test_diffu_grpo_matches_d1_loss_fp64() -> None:
+    """d1 with one completion per device batch and gradient accumulation over the N completions (HF
+    Trainer divides each micro-batch loss by the accumulation steps): loss = mean_i of the token mean of
+    completion i, with A = r - mean (no std). Ours: weight 1/N, mask from counted_positions(first_eos)."""
+    from megatron_bgpo.diffusion.masking import MaskingSpec, counted_positions
+
+    gen = torch.Generator().manual_seed(11)
+    prompts, group, length, eps, beta = 2, 4, 12, 0.2, 0.04
+    n = prompts * group
+    completion_ids = torch.randint(0, 8, (n, length), generator=gen)
+    for i, eos_at in enumerate([3, 0, 11, 7, 5, 1, 9, 2]):  # row 2 ends with its only EOS; others padded
+        completion_ids[i, eos_at:] = EOS_D1
+    completion_ids[3] = torch.randint(0, 8, (length,), generator=gen)  # no EOS at all
+    rewards = torch.rand(prompts, group, generator=gen, dtype=torch.float64) * 2
+    logps0 = -torch.rand(n, length, generator=gen, dtype=torch.float64) * 4
+    old = logps0 + 0.4 * torch.randn(n, length, generator=gen, dtype=torch.float64)  # clip active
+    ref = logps0 + 0.3 * torch.randn(n, length, generator=gen, dtype=torch.float64)
+
+    d1_adv = (rewards - rewards.mean(dim=1, keepdim=True)).reshape(-1)
+    d1_mask = _d1_completion_mask(completion_ids)
+    cur_d1 = logps0.clone().requires_grad_()
+    one = [slice(i, i + 1) for i in range(n)]  # per-device batch of one completion
+    d1 = sum(_d1_compute_loss(cur_d1[s], old[s], ref[s], d1_adv[s], d1_mask[s], eps, beta) for s in one) / n
+    d1.backward()
+
+    valid = counted_positions(completion_ids, MaskingSpec(count="first_eos", eos_id=EOS_D1))
+    assert torch.equal(valid, d1_mask.bool())
+    adv = group_advantages(rewards, normalize_std=False).reshape(-1)
+    assert torch.equal(adv, d1_adv)
+    cur = logps0.clone().requires_grad_()
+    rows = RowTerms(cur, adv, torch.full((n,), 1.0 / n, dtype=torch.float64), old, ref, valid)
+    loss, stats = get_objective("diffu_grpo").fn(rows, ObjectiveConfig(1, clip_eps=eps, kl_beta=beta))
+    loss.backward()
+    assert loss.item() == pytest.approx(d1.item(), rel=1e-12, abs=1e-15)
+    assert torch.allclose(cur.grad, cur_d1.grad, rtol=1e-10, atol=1e-15)
+    assert stats["exp_rows"] == valid.sum().item() and 0 < stats["ppo_clipped"] < stats["exp_rows"]
+    # the loss does not grow with the canvas length: padding a completion after its EOS changes nothing
+    longer = RowTerms(
+        torch.cat([cur.detach(), logps0], 1), adv, rows.weights, torch.cat([old, old], 1),
+        torch.cat([ref, ref], 1), torch.cat([valid, torch.zeros_like(valid)], 1),
+    )  # fmt: skip
+    again, _ = get_objective("diffu_grpo").fn(longer, ObjectiveConfig(1, clip_eps=eps, kl_beta=beta))
+    assert again.item() == pytest.approx(loss.item(), rel=1e-12)

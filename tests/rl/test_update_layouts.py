@@ -78,7 +78,14 @@ def _update_rank(
     if off_policy:  # old terms from a forward-only pass; at theta = theta_old the update is on-policy
         attach_policy_terms(model, microbatches, objective, s.tp_group)
     zero_grads(model)
-    stats = policy_update(model, microbatches, objective, _objective_cfg(objective_name), s.tp_group)
+    stats = policy_update(
+        model,
+        microbatches,
+        objective,
+        _objective_cfg(objective_name),
+        s.tp_group,
+        expect_zero_log_ratio=off_policy,
+    )
     grads = {}
     for chunk in s.chunks:
         params = dict(chunk.named_parameters())
@@ -91,6 +98,7 @@ def _update_rank(
         "loss": stats.loss,
         "n_mb": stats.num_microbatches,
         "last": s.is_last_stage,
+        "mismatches": stats.log_ratio_mismatches,
     }
 
 
@@ -177,6 +185,7 @@ def test_vrpo_ol_on_policy_gradient_equals_bgpo(baseline: dict) -> None:
 
 def test_off_policy_first_update_equals_on_policy(baseline: dict) -> None:
     results = run_distributed(_update_rank, 2, 1, 2, 4, "bgpo", True)
+    assert [r["mismatches"] for r in results] == [[], []]  # d_j == 0 exactly through the PP2 schedule
     grads = _logical_grads(results)
     assert max(_rel(grads[k], baseline["grads"][k]) for k in grads) < 1e-6
 

@@ -50,11 +50,41 @@ def test_flags_override_recipe_and_megatron_aliases() -> None:
         (["--lr", "0"], "--lr must be > 0"),
         (["--params-dtype", "fp8"], "--params-dtype must be fp32 or bf16"),
         (["--config", "/no/such.yaml"], "recipe not found"),
+        (["--mc-t-sampling", "sobol"], "--mc-t-sampling must be stratified or iid, got 'sobol'"),
+        (["--elbo-tokens", "answer"], "--elbo-tokens: 'answer'"),
+        (["--eval-gen-length", "500"], "--eval-gen-length \\(500\\) must be a multiple of --block-length"),
+        (["--eval-gen-length", "512", "--eval-diffusion-steps", "24"], "--eval-diffusion-steps \\(24\\)"),
     ],
 )
 def test_bad_settings_name_the_flag(argv: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_args(argv)
+
+
+def test_fidelity_flags_reach_masking_advantages_and_eval() -> None:
+    default = parse_args([])
+    spec = default.rl.masking_spec(eos_id=7)
+    assert (spec.stratified, spec.count, spec.mode, spec.eps, spec.eos_id) == (
+        True,
+        "canvas",
+        "continuous",
+        1e-3,
+        7,
+    )
+    assert default.rl.std_normalized_advantages
+    assert (default.generation.eval_length, default.generation.eval_steps) == (256, 128)
+    cfg = parse_args(
+        ["--mc-t-sampling", "iid", "--elbo-tokens", "first_eos", "--masking-mode", "discrete"]
+        + ["--eval-gen-length", "512", "--eval-diffusion-steps", "512"]
+    )
+    spec = cfg.rl.masking_spec(eos_id=7)
+    assert (spec.stratified, spec.count, spec.mode) == (False, "first_eos", "discrete")
+    assert (cfg.generation.eval_length, cfg.generation.eval_steps) == (512, 512)
+    assert (cfg.generation.gen_length, cfg.generation.diffusion_steps) == (256, 128)
+    assert not parse_args(["--objective", "diffu_grpo"]).rl.std_normalized_advantages  # d1: r - mean
+    on = parse_args(["--objective", "diffu_grpo", "--advantage-std-normalize", "true"])
+    assert on.rl.std_normalized_advantages
+    assert not parse_args(["--advantage-std-normalize", "false"]).rl.std_normalized_advantages
 
 
 def test_unknown_recipe_key(tmp_path: Path) -> None:
