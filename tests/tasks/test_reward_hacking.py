@@ -21,7 +21,8 @@ import pytest
 
 from megatron_bgpo.tasks import get_task
 from megatron_bgpo.tasks.code import CodeExample
-from megatron_bgpo.tasks.sandbox import RUNNER, SandboxConfig
+from megatron_bgpo.tasks.sandbox import SandboxConfig
+from tests.tasks.test_sandbox import _runner_processes
 
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = SandboxConfig(timeout_s=20, test_timeout_s=3, cpu_time_s=10, memory_mb=512)
@@ -385,18 +386,6 @@ def _completion(case: Case, which: str) -> str:
     return f"<answer>\n```python\n{getattr(case, which)}```\n</answer>"
 
 
-def _runner_processes() -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                if str(RUNNER).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    found.append(int(pid))
-            except OSError:
-                pass
-    return found
-
-
 def test_hostile_programs_score_zero_and_their_honest_twins_full(tmp_path: Path) -> None:
     assert len(CASES) >= 40 and len({c.name for c in CASES}) == len(CASES)
     work = tmp_path / "sandboxes"
@@ -422,7 +411,7 @@ def test_hostile_programs_score_zero_and_their_honest_twins_full(tmp_path: Path)
     while _runner_processes() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _runner_processes() == []
-    assert elapsed < 120, f"{elapsed:.0f}s"
+    assert elapsed < len(completions) * LIMITS.timeout_s / 2, f"{elapsed:.0f}s"  # every job bounded
 
 
 @pytest.mark.slow
