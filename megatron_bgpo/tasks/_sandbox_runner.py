@@ -1,22 +1,23 @@
 """Trusted half of the code sandbox; never imported by the trainer, run as a separate interpreter.
 
 ``sandbox.py`` starts ``python -I -B _sandbox_runner.py`` in a fresh temporary directory, in a new
-session, with a scrubbed environment, and writes one JSON job to its stdin. This script then, before
-any untrusted code runs:
+session, with a scrubbed environment, and writes two length-prefixed JSON frames to its stdin: the
+program with the limits, then the tests. This script then, before any untrusted code runs:
 
 1. optionally enters new user/network/mount/PID/IPC/UTS namespaces (``unshare``; the user namespace
-   only when not root), forks so that the untrusted code is PID 1 of the new PID namespace (it dies
-   with its relay parent through ``PR_SET_PDEATHSIG``), mounts a fresh ``/proc``, makes every mount
-   read-only except the work directory, and drops all capabilities;
-2. sets the resource limits (CPU time, address space, processes, file size, open files, no core);
-3. optionally restricts itself with Landlock (writes only beneath the work directory, no TCP, no
-   signals or abstract UNIX sockets outside its domain);
-4. optionally installs a Python audit hook (best effort, bypassable by design: PEP 578);
-5. optionally installs a seccomp filter that denies creating processes (threads stay allowed), exec,
-   sockets, ptrace, signals to other processes, mounts, namespaces and a few other kernel interfaces.
+   only when not root) and forks into PID 1 of the new PID namespace (it dies with its relay parent
+   through ``PR_SET_PDEATHSIG``), which pivots into a minimal root (the interpreter and system
+   libraries, read-only) with a fresh ``/proc`` and the work directory as a size-limited tmpfs;
+2. forks the **candidate**, which becomes a fresh unprivileged uid (when root), drops all
+   capabilities, sets the resource limits, Landlock, the Python audit hook (best effort: PEP 578)
+   and seccomp, loads the program and from then on only answers the judge's requests (look up
+   names, call a function, run as ``__main__``) with plain data;
+3. stays the **judge**: non-dumpable, no capabilities, limits, Landlock and seccomp too; only then
+   reads the tests (so they never exist in the candidate's memory), runs them against proxies of
+   the program's functions and reports ``<nonce> <kind> <payload>`` lines on the result file
+   descriptor, which the candidate never holds.
 
-It then runs the program and its tests and reports ``<nonce> <kind> <payload>`` lines on the result
-file descriptor. Each layer that could not be set up is reported, never silently assumed.
+Each layer that could not be set up is reported, never silently assumed.
 
 Must stay importable by Python >= 3.8 (the sandbox interpreter can be a system Python).
 """
@@ -1119,7 +1120,10 @@ def main() -> None:
         os.close(devnull)
         for fd in (result_fd, req_w, resp_r):
             os.close(fd)
-        _candidate(head, req_r, resp_w, workdir, unprivileged)
+        try:
+            _candidate(head, req_r, resp_w, workdir, unprivileged)
+        finally:  # never fall through into the judge's code below
+            os._exit(1)
     os.close(req_r)
     os.close(resp_w)
     head.pop("program", None)

@@ -1,11 +1,13 @@
 """Run untrusted Python programs and their tests in a separate, locked-down process.
 
-Each job gets a fresh temporary directory, a scrubbed environment, a new session (so the whole
-process group can be killed), resource limits, an output cap and a wall-clock timeout. Inside the
-child, ``_sandbox_runner.py`` adds the kernel-level layers that the machine allows: namespaces
-(network, mount, PID, ...), Landlock and seccomp, plus a best-effort Python audit hook. What held
-for a run is returned in :attr:`ExecutionResult.isolation`. See ``docs/tasks.md`` for the exact
-guarantees and limits.
+Each job gets a fresh temporary directory (removed in every outcome), a scrubbed environment, a
+new session (so the whole process group can be killed), resource limits, an output cap and a
+wall-clock timeout. Inside the child, ``_sandbox_runner.py`` adds the kernel-level layers that the
+machine allows: namespaces (network, mount, PID, ...), a minimal root, a tmpfs disk quota, an
+unprivileged uid, Landlock and seccomp, plus a best-effort Python audit hook; and it splits into a
+judge that runs the tests and a candidate that runs the program and hands over only plain data.
+What held for a run is returned in :attr:`ExecutionResult.isolation`. See ``docs/tasks.md`` for
+the exact guarantees and limits.
 
 Many jobs run in parallel in a bounded pool of threads, each managing one subprocess
 (:meth:`Sandbox.run_many`).
@@ -67,11 +69,12 @@ class SandboxConfig:
 class Job:
     """A program and its tests.
 
-    ``mode="assert"``: the program is loaded as module ``solution`` (so ``from solution import f``
-    works), then ``test_setup`` and each test snippet run in a copy of its namespace; a test passes
-    when it raises nothing. ``mode="io"``: each test is ``{"input": str, "output": str}``; the program
-    runs as ``__main__`` with that stdin and passes when its stdout matches (trailing whitespace
-    ignored).
+    ``mode="assert"``: the program is loaded as module ``solution`` in the candidate process; in
+    the judge, ``trusted_prefix``, then ``test_setup`` and each test snippet run with the program's
+    names the tests use bound to proxies (``from solution import f`` works); a test passes when it
+    raises nothing. ``mode="io"``: each test is ``{"input": str, "output": str}``; the program runs
+    as ``__main__`` with that stdin and passes when its stdout matches (trailing whitespace
+    ignored), compared by the judge.
     """
 
     program: str
