@@ -415,13 +415,10 @@ def test_hostile_programs_score_zero_and_their_honest_twins_full(tmp_path: Path)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("BGPO_RUN_SLOW"), reason="1,000 hostile disk programs: set BGPO_RUN_SLOW=1"
-)
+@pytest.mark.skipif(not os.environ.get("BGPO_RUN_SLOW"), reason="1,000 hostile runs: set BGPO_RUN_SLOW=1")
 def test_nothing_left_behind_after_a_thousand_hostile_runs(tmp_path: Path) -> None:
-    disk = [c for c in CASES if c.name.startswith("disk_")] + [CASES[0]]
     task = get_task("code", sandbox_config=replace(LIMITS, tmp_root=str(tmp_path)), workers=2)
-    picks = [disk[i % len(disk)] for i in range(1000)]
+    picks = [CASES[i % len(CASES)] for i in range(1000)]  # every hostile program about 20 times
     scores = task.score_batch([_completion(c, "bad") for c in picks], [c.example for c in picks])
     assert [s.reward for s in scores] == [0.0] * 1000
     assert list(tmp_path.iterdir()) == []
