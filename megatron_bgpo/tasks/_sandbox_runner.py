@@ -1,22 +1,23 @@
 """Trusted half of the code sandbox; never imported by the trainer, run as a separate interpreter.
 
 ``sandbox.py`` starts ``python -I -B _sandbox_runner.py`` in a fresh temporary directory, in a new
-session, with a scrubbed environment, and writes one JSON job to its stdin. This script then, before
-any untrusted code runs:
+session, with a scrubbed environment, and writes two length-prefixed JSON frames to its stdin: the
+program with the limits, then the tests. This script then, before any untrusted code runs:
 
 1. optionally enters new user/network/mount/PID/IPC/UTS namespaces (``unshare``; the user namespace
-   only when not root), forks so that the untrusted code is PID 1 of the new PID namespace (it dies
-   with its relay parent through ``PR_SET_PDEATHSIG``), mounts a fresh ``/proc``, makes every mount
-   read-only except the work directory, and drops all capabilities;
-2. sets the resource limits (CPU time, address space, processes, file size, open files, no core);
-3. optionally restricts itself with Landlock (writes only beneath the work directory, no TCP, no
-   signals or abstract UNIX sockets outside its domain);
-4. optionally installs a Python audit hook (best effort, bypassable by design: PEP 578);
-5. optionally installs a seccomp filter that denies creating processes (threads stay allowed), exec,
-   sockets, ptrace, signals to other processes, mounts, namespaces and a few other kernel interfaces.
+   only when not root) and forks into PID 1 of the new PID namespace (it dies with its relay parent
+   through ``PR_SET_PDEATHSIG``), which pivots into a minimal root (the interpreter and system
+   libraries, read-only) with a fresh ``/proc`` and the work directory as a size-limited tmpfs;
+2. forks the **candidate**, which becomes a fresh unprivileged uid (when root), drops all
+   capabilities, sets the resource limits, Landlock, the Python audit hook (best effort: PEP 578)
+   and seccomp, loads the program and from then on only answers the judge's requests (look up
+   names, call a function, run as ``__main__``) with plain data;
+3. stays the **judge**: non-dumpable, no capabilities, limits, Landlock and seccomp too; only then
+   reads the tests (so they never exist in the candidate's memory), runs them against proxies of
+   the program's functions and reports ``<nonce> <kind> <payload>`` lines on the result file
+   descriptor, which the candidate never holds.
 
-It then runs the program and its tests and reports ``<nonce> <kind> <payload>`` lines on the result
-file descriptor. Each layer that could not be set up is reported, never silently assumed.
+Each layer that could not be set up is reported, never silently assumed.
 
 Must stay importable by Python >= 3.8 (the sandbox interpreter can be a system Python).
 """
@@ -30,9 +31,12 @@ import io
 import json
 import os
 import resource
+import select
 import signal
+import stat
 import struct
 import sys
+import time
 import types
 
 # ----------------------------------------------------------------------------------------------
@@ -48,7 +52,7 @@ MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 MOUNT_ATTR_RDONLY = 0x1
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_SECCOMP = 1, 24, 22
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_READ, PR_CAPBSET_DROP, PR_SET_SECCOMP = 1, 4, 23, 24, 22
 PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
 SECCOMP_MODE_FILTER = 2
 SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
@@ -124,11 +128,11 @@ def _prctl(option: int, a: int = 0, b: int = 0, c: int = 0, d: int = 0) -> int:
     return _check(f(option, a, b, c, d), f"prctl({option})")
 
 
-def _mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
     enc = lambda s: None if s is None else s.encode()  # noqa: E731
     f = _libc.mount
-    f.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-    _check(f(enc(source), enc(target), enc(fstype), flags, None), f"mount {target}")
+    f.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+    _check(f(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
 
 
 def _mount_setattr(path: str, flags: int, attr_set: int, attr_clr: int) -> None:
@@ -156,8 +160,12 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-def _enter_namespaces(workdir: str, info: dict) -> None:
-    """Unshare, fork (the child returns as PID 1 of the new PID namespace), isolate mounts, drop caps."""
+def _enter_namespaces(workdir: str, info: dict, fs: dict) -> None:
+    """Unshare, fork (the child returns as PID 1 of the new PID namespace), build its file system.
+
+    ``fs``: ``disk_bytes``/``inodes`` of the work directory's tmpfs, ``owner`` (its uid),
+    ``minimal_root`` (pivot into a new root holding only the interpreter and system libraries).
+    """
     uid, gid = os.getuid(), os.getgid()
     flags = CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
     if uid != 0:
@@ -181,37 +189,84 @@ def _enter_namespaces(workdir: str, info: dict) -> None:
     os.setsid()  # kill(0, ...) from the untrusted code then reaches only its own namespace
     info["namespaces"] = ["net", "mnt", "pid", "ipc", "uts"] + (["user"] if uid != 0 else [])
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    try:
+    owner = int(fs["owner"]) if uid == 0 else 0
+    quota = f"size={int(fs['disk_bytes'])},nr_inodes={int(fs['inodes'])},mode=0700,uid={owner},gid={owner}"
+    pivoted = False
+    if fs["minimal_root"]:
+        try:
+            _build_root(workdir, quota)
+            os.chdir(workdir)
+            _check(_libc.syscall(ctypes.c_long(_PIVOT_ROOT[os.uname().machine]), b".", b"."), "pivot_root")
+            _check(_libc.umount2(b".", ctypes.c_int(MNT_DETACH)), "umount the old root")
+            pivoted = info["minimal_root"] = True
+        except (OSError, KeyError) as exc:
+            info["minimal_root"] = f"no: {exc!r}"
+    if not pivoted:
+        _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, quota)
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        info["private_proc"] = True
-    except OSError as exc:
-        info["private_proc"] = f"no: {exc}"
+    info["disk_quota"] = f"tmpfs {int(fs['disk_bytes']) >> 20} MiB, {int(fs['inodes'])} inodes"
+    info["private_proc"] = True
+    os.chdir("/")
     try:
-        _mount(workdir, workdir, None, MS_BIND | MS_REC)
         _mount_setattr("/", AT_RECURSIVE, MOUNT_ATTR_RDONLY, 0)
         _mount_setattr(workdir, 0, 0, MOUNT_ATTR_RDONLY)
-        os.chdir(workdir)  # the old cwd still points into the now read-only mount below the bind
         info["readonly_root"] = True
     except OSError as exc:
         info["readonly_root"] = f"no: {exc}"
-    _drop_capabilities()
-    info["capabilities_dropped"] = True
+    os.chdir(workdir)
 
 
-def _drop_capabilities() -> None:
-    cap = 0
-    while cap < 64:
+# What the minimal root holds besides the interpreter's own directories: read-only binds of these (a
+# symlink is copied as a symlink), an empty /tmp, a fresh /proc and the quota'd work directory.
+_ROOT_BINDS = (
+    "/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/alternatives",
+    "/dev/null", "/dev/zero", "/dev/urandom", "/dev/random",
+)  # fmt: skip
+_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+MNT_DETACH = 2
+
+
+def _build_root(new_root: str, quota: str) -> None:
+    """Mount a small tmpfs on ``new_root`` and fill it; the work directory is a tmpfs inside it."""
+    _mount("tmpfs", new_root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
+    paths = [p for p in _ROOT_BINDS if os.path.lexists(p)]
+    paths += sorted({sys.base_prefix, sys.prefix} | {p for p in sys.path if p and os.path.isdir(p)})
+    for path in paths:
+        target = new_root + path
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        if os.path.lexists(target):
+            continue  # inside an earlier bind (sys.path entries below the prefix)
+        if os.path.islink(path):
+            os.symlink(os.readlink(path), target)
+            continue
+        if os.path.isdir(path):
+            os.mkdir(target, 0o755)
+        else:
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o644))
+        _mount(path, target, None, MS_BIND | MS_REC)
+    for path in ("/tmp", "/proc", "/etc", os.path.dirname(new_root)):
+        os.makedirs(new_root + path, mode=0o755, exist_ok=True)
+    os.makedirs(new_root + new_root, mode=0o700, exist_ok=True)
+    _mount("tmpfs", new_root + new_root, "tmpfs", MS_NOSUID | MS_NODEV, quota)
+    _mount("proc", new_root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def _drop_capabilities(bounding_only: bool = False) -> None:
+    """Empty the bounding and ambient sets, then (unless ``bounding_only``) the process's own sets."""
+    for cap in range(64):
         try:
-            _prctl(PR_CAPBSET_DROP, cap)
+            if _prctl(PR_CAPBSET_READ, cap) == 1:
+                _prctl(PR_CAPBSET_DROP, cap)
         except OSError as exc:
             if exc.errno == errno.EINVAL:
                 break
             raise
-        cap += 1
     try:
         _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     except OSError:
         pass
+    if bounding_only:
+        return
     header = ctypes.create_string_buffer(struct.pack("<Ii", 0x20080522, 0))
     data = ctypes.create_string_buffer(bytes(24))
     _check(_libc.capset(header, data), "capset")
@@ -382,6 +437,191 @@ def _install_guard(workdir: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# Plain data between the judge and the candidate: JSON, with every JSON object a tagged value, so
+# that exactly these builtin types (never a subclass) cross, and are rebuilt fresh on the other side.
+# A value of any other type stays in the candidate; the judge gets an opaque handle (``_Remote``).
+_SAFE_INT = 1 << 53
+_MAX_DEPTH = 200
+
+
+class _Unencodable(Exception):
+    """A value that is not plain data (and no handle table to park it in)."""
+
+
+class _Refs:
+    """The candidate's table of objects behind handles (one index per object, stable)."""
+
+    def __init__(self) -> None:
+        self.objects: list = []
+        self.index: dict[int, int] = {}
+
+    def add(self, obj: object) -> int:
+        i = self.index.get(id(obj))
+        if i is None:
+            i = self.index[id(obj)] = len(self.objects)
+            self.objects.append(obj)
+        return i
+
+
+def _encode(value: object, refs: _Refs | None = None, depth: int = 0) -> object:
+    t = type(value)
+    if value is None or t is bool or t is str or t is float:
+        return value
+    if depth > _MAX_DEPTH:
+        raise _Unencodable(f"nesting deeper than {_MAX_DEPTH}")
+    if t is int:
+        return value if -_SAFE_INT < value < _SAFE_INT else {"~": "int", "v": format(value, "x")}
+    if t is list:
+        return [_encode(x, refs, depth + 1) for x in value]
+    if t is tuple or t is set or t is frozenset:
+        return {"~": t.__name__, "v": [_encode(x, refs, depth + 1) for x in value]}
+    if t is dict:
+        items = value.items()
+        return {
+            "~": "dict",
+            "v": [[_encode(k, refs, depth + 1), _encode(x, refs, depth + 1)] for k, x in items],
+        }
+    if t is bytes or t is bytearray:
+        return {"~": t.__name__, "v": value.hex()}
+    if t is complex:
+        return {"~": "complex", "v": [value.real, value.imag]}
+    if t is _Remote:
+        return {"~": "ref", "v": value._ref}
+    std = (getattr(t, "__module__", None), getattr(t, "__name__", None))
+    if std in _STDLIB:  # rebuilt from its data on the other side: none of this object's code crosses
+        return _STDLIB[std](value, refs, depth + 1)
+    if refs is None:
+        raise _Unencodable(t.__name__)
+    return {"~": "ref", "v": refs.add(value)}
+
+
+def _enc_mapping(value: object, refs: _Refs | None, depth: int) -> object:
+    factory = getattr(value, "default_factory", None)
+    items = [[_encode(k, refs, depth), _encode(x, refs, depth)] for k, x in dict.items(value)]  # type: ignore[arg-type]
+    plain = factory if factory in (int, float, str, list, tuple, dict, set) else None
+    return {"~": type(value).__name__, "v": items, "f": plain.__name__ if plain else None}
+
+
+# Value types of the standard library that references return (MBPP: Counter), sent as plain data.
+_STDLIB = {
+    ("collections", "Counter"): _enc_mapping,
+    ("collections", "OrderedDict"): _enc_mapping,
+    ("collections", "defaultdict"): _enc_mapping,
+    ("collections", "deque"): lambda v, r, d: {
+        "~": "deque",
+        "v": [_encode(x, r, d) for x in v],
+        "maxlen": v.maxlen if type(v.maxlen) is int else None,
+    },
+    ("fractions", "Fraction"): lambda v, r, d: {
+        "~": "Fraction",
+        "v": [_encode(int(v.numerator)), _encode(int(v.denominator))],
+    },
+    ("decimal", "Decimal"): lambda v, r, d: {"~": "Decimal", "v": str(v)},
+}
+
+
+def _build_std(obj: dict) -> object:
+    import collections
+
+    tag, v = obj["~"], obj["v"]
+    if tag == "deque":
+        maxlen = obj.get("maxlen")
+        return collections.deque(v, maxlen if type(maxlen) is int else None)
+    if tag == "Fraction":
+        import fractions
+
+        return fractions.Fraction(int(v[0]), int(v[1]))
+    if tag == "Decimal":
+        import decimal
+
+        return decimal.Decimal(str(v))
+    items = {k: x for k, x in v}
+    if tag == "defaultdict":
+        factory = {t.__name__: t for t in (int, float, str, list, tuple, dict, set)}.get(obj.get("f"))  # type: ignore[arg-type]
+        return collections.defaultdict(factory, items)
+    return getattr(collections, tag)(items)
+
+
+_STD_TAGS = {"Counter", "OrderedDict", "defaultdict", "deque", "Fraction", "Decimal"}
+_BUILD = {
+    "int": lambda v: int(v, 16),
+    "tuple": tuple,
+    "set": set,
+    "frozenset": frozenset,
+    "dict": dict,
+    "bytes": bytes.fromhex,
+    "bytearray": bytearray.fromhex,
+    "complex": lambda v: complex(float(v[0]), float(v[1])),
+}
+
+
+def _decoder(ref_value):  # noqa: ANN001, ANN202 - ref_value(index) -> the referenced object
+    def hook(obj: dict) -> object:
+        if "~" not in obj:
+            return obj  # a message envelope (a plain str-keyed dict at worst)
+        tag, v = obj.get("~"), obj.get("v")
+        if tag == "ref":
+            if type(v) is not int:
+                raise ValueError("bad reference")
+            return ref_value(v)
+        if tag in _STD_TAGS:
+            return _build_std(obj)
+        build = _BUILD.get(tag)  # type: ignore[arg-type]
+        if build is None:
+            raise ValueError(f"bad tag {tag!r}")
+        if tag == "dict":
+            return {k: x for k, x in v}
+        return build(v)
+
+    return hook
+
+
+def _handle_ref(obj: object) -> object:
+    if type(obj) is _Remote:
+        return {"~": "ref", "v": obj._ref}
+    raise TypeError(f"not plain data: {type(obj).__name__}")
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), default=_handle_ref).encode()
+
+
+def _send(fd: int, message: object) -> None:
+    _send_bytes(fd, _dumps(message))
+
+
+def _send_bytes(fd: int, data: bytes) -> None:
+    view = memoryview(struct.pack(">I", len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Dead(Exception):
+    """The candidate stopped answering (timed out past its grace, exited or broke the protocol)."""
+
+
+def _recv(fd: int, deadline: float | None, max_bytes: int) -> bytes | None:
+    """One length-prefixed frame; None on end of file; _Dead past ``deadline``/``max_bytes``."""
+    buf, need, header = bytearray(), 4, True
+    while True:
+        while len(buf) < need:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    raise _Dead("no answer in time")
+            chunk = os.read(fd, min(need - len(buf), 1 << 20))
+            if not chunk:
+                return None
+            buf += chunk
+        if not header:
+            return bytes(buf)
+        need = struct.unpack(">I", buf)[0]
+        if need > max_bytes:
+            raise _Dead(f"a value of {need} bytes (limit {max_bytes})")
+        buf, header = bytearray(), False
+
+
+# ----------------------------------------------------------------------------------------------
 class _TestTimeout(BaseException):
     """Raised by SIGALRM when a single test (or the program itself) exceeds its time limit."""
 
@@ -394,34 +634,82 @@ def _normalize(text: str) -> list[str]:
     return [line.rstrip() for line in text.strip().splitlines()]
 
 
-def _run(job: dict, report) -> None:  # noqa: ANN001
-    signal.signal(signal.SIGALRM, _on_alarm)
-    t_test = float(job["test_timeout_s"])
-    tests = job["tests"]
+def _serve(program: str, mode: str, req_fd: int, resp_fd: int, load_timeout: float) -> None:
+    """The candidate: load the program, then answer the judge's requests (untrusted from here on).
 
-    def timed(fn) -> tuple[str, str]:  # noqa: ANN001
-        signal.setitimer(signal.ITIMER_REAL, t_test)
+    Nothing here is trusted after the program ran: the judge only ever accepts plain data from this
+    process, and never the verdict.
+    """
+    signal.signal(signal.SIGALRM, _on_alarm)
+    refs = _Refs()
+
+    def guarded(fn, timeout: float) -> dict:  # noqa: ANN001
+        signal.setitimer(signal.ITIMER_REAL, max(timeout, 0.001))
         try:
-            fn()
-            return "pass", ""
+            value = fn()
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            return {"ok": _encode(value, refs)}
         except _TestTimeout:
-            return "timeout", ""
-        except AssertionError as exc:
-            return "fail", f"AssertionError {exc}"[:200]
-        except BaseException as exc:  # noqa: BLE001 - SystemExit too: it is a failed test
-            return "error", f"{type(exc).__name__}: {exc}"[:200]
+            return {"timeout": 1}
+        except BaseException as exc:  # noqa: BLE001 - reported to the judge, which decides
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            return {"raise": [type(exc).__name__[:100], str(exc)[:200]]}
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
 
-    program = job["program"]
-    if job["mode"] == "io":
+    module = types.ModuleType("solution")
+    module.__dict__["__builtins__"] = builtins
+    sys.modules["solution"] = module
+    try:
         code = compile(program, "<solution>", "exec")
-        for i, test in enumerate(tests):
+    except BaseException as exc:  # noqa: BLE001
+        _send(resp_fd, {"raise": [type(exc).__name__, str(exc)[:200]]})
+        return
+    if mode == "io":
+        _send(resp_fd, {"ok": None})
+    else:
+        _send(resp_fd, guarded(lambda: exec(code, module.__dict__), load_timeout))
+
+    def ref_value(i: int) -> object:
+        return refs.objects[i]
+
+    decode = _decoder(ref_value)
+    while True:
+        raw = _recv(req_fd, None, 1 << 30)
+        if raw is None:
+            return
+        req = json.loads(raw, object_hook=decode)
+        op, timeout = req.get("op"), float(req.get("timeout", 1.0))
+        if op == "names":
+            found = {}
+            for name in req["names"]:
+                if isinstance(module.__dict__.get(name), types.ModuleType):
+                    found[name] = {"module": str(module.__dict__[name].__name__)}
+                elif name in module.__dict__:
+                    try:
+                        found[name] = {"ok": _encode(module.__dict__[name], refs)}
+                    except _Unencodable as exc:
+                        found[name] = {"raise": ["TypeError", str(exc)]}
+            _send(resp_fd, {"ok": found})
+        elif op == "call":  # fn: a name of the module, or a handle
+            fn = req["fn"] if not isinstance(req["fn"], str) else module.__dict__.get(req["fn"])
+            args = req["args"]
+            before = _dumps(_encode(args, refs))
+            reply = guarded(lambda fn=fn, a=args: fn(*a[0], **a[1]), timeout)
+            after = _encode(args, refs)
+            if _dumps(after) != before:
+                reply["args"] = after  # the call changed its (mutable) arguments in place
+            _send(resp_fd, reply)
+        elif op == "getattr":
+            _send(resp_fd, guarded(lambda r=req: getattr(r["obj"], r["name"]), timeout))
+        elif op == "setattr":
+            _send(resp_fd, guarded(lambda r=req: setattr(r["obj"], r["name"], r["value"]), timeout))
+        elif op == "main":
             out = io.StringIO()
 
-            def run_io(test: dict = test, out: io.StringIO = out) -> None:
+            def run_main(stdin: str = req["stdin"], out: io.StringIO = out) -> str:
                 old = sys.stdin, sys.stdout
-                sys.stdin, sys.stdout = io.StringIO(test["input"]), out
+                sys.stdin, sys.stdout = io.StringIO(stdin), out
                 try:
                     exec(code, {"__name__": "__main__", "__builtins__": builtins})
                 except SystemExit as exc:
@@ -429,55 +717,357 @@ def _run(job: dict, report) -> None:  # noqa: ANN001
                         raise
                 finally:
                     sys.stdin, sys.stdout = old
-                if _normalize(out.getvalue()) != _normalize(test["output"]):
+                return out.getvalue()
+
+            _send(resp_fd, guarded(run_main, timeout))
+
+
+class _CandidateError(Exception):
+    """An exception raised by the candidate whose type is not a builtin exception."""
+
+
+class _Remote:
+    """An opaque handle to a non-plain object in the candidate: attributes and calls are remote.
+
+    It equals only itself and has no truth value, so no test can pass by comparing to it.
+    """
+
+    __slots__ = ("_ref", "_peer")
+
+    def __init__(self, ref: int, peer: _Peer) -> None:
+        object.__setattr__(self, "_ref", ref)
+        object.__setattr__(self, "_peer", peer)
+
+    def __getattr__(self, name: str) -> object:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._peer.ask({"op": "getattr", "obj": self, "name": name})
+
+    def __setattr__(self, name: str, value: object) -> None:
+        try:
+            encoded = _encode(value)
+        except _Unencodable as exc:
+            raise TypeError(f"sandbox: only plain data can be passed to the program (got {exc})") from None
+        self._peer.ask({"op": "setattr", "obj": self, "name": name, "value": encoded})
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        return self._peer.call(self, args, kwargs)
+
+    def __bool__(self) -> bool:
+        raise TypeError("a value of a non-plain type returned by the program has no truth value here")
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"<object {self._ref} of the program>"
+
+
+class _Peer:
+    """The judge's side of the candidate: requests under the current test's deadline."""
+
+    def __init__(self, req_fd: int, resp_fd: int, max_bytes: int) -> None:
+        self.req_fd, self.resp_fd, self.max_bytes = req_fd, resp_fd, max_bytes
+        self.deadline: float | None = None
+        self.dead = ""
+        self.outstanding = False
+        self.last: dict = {}
+        self.handles: dict[int, _Remote] = {}
+        self.decode = _decoder(self._handle)
+
+    def _handle(self, i: int) -> _Remote:
+        if i not in self.handles:
+            self.handles[i] = _Remote(i, self)
+        return self.handles[i]
+
+    def receive(self, deadline: float | None) -> dict:
+        try:
+            raw = _recv(self.resp_fd, deadline, self.max_bytes)
+            if raw is None:
+                raise _Dead("the program's process exited")
+            reply = json.loads(raw, object_hook=self.decode)
+            if not isinstance(reply, dict):
+                raise _Dead("malformed answer")
+            return reply
+        except _Dead as exc:
+            self.dead = self.dead or str(exc)
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything that does not decode is a broken answer
+            self.dead = f"malformed answer: {type(exc).__name__}"
+            raise _Dead(self.dead) from None
+
+    def ask(self, request: dict) -> object:
+        if self.dead:
+            raise _Dead(self.dead)
+        left = 1.0 if self.deadline is None else self.deadline - time.monotonic()
+        request["timeout"] = max(left, 0.001)
+        data = _dumps(request)  # before sending: a TypeError here leaves the protocol in step
+        try:
+            _send_bytes(self.req_fd, data)
+        except OSError as exc:
+            self.dead = f"the program's process exited ({exc})"
+            raise _Dead(self.dead) from None
+        self.outstanding = True
+        reply = self.receive(None if self.deadline is None else self.deadline + 0.5)
+        self.outstanding = False
+        if "ok" in reply:
+            self.last = reply
+            return reply["ok"]
+        if "timeout" in reply:
+            raise _TestTimeout()
+        name, msg = (list(reply.get("raise") or []) + ["Exception", ""])[:2]
+        cls = getattr(builtins, str(name), None)
+        if isinstance(cls, type) and issubclass(cls, Exception) and cls.__module__ == "builtins":
+            try:
+                exc = cls(str(msg))
+            except Exception:  # noqa: BLE001 - e.g. UnicodeDecodeError needs five arguments
+                exc = _CandidateError(f"{name}: {msg}")
+        else:
+            exc = _CandidateError(f"{name}: {msg}")
+        raise exc
+
+    def call(self, fn: object, args: tuple, kwargs: dict) -> object:
+        try:
+            payload = [list(args), dict(kwargs)]
+            raw = _encode(payload)
+        except _Unencodable as exc:
+            raise TypeError(f"sandbox: only plain data can be passed to the program (got {exc})") from None
+        self.last = {}
+        value = self.ask({"op": "call", "fn": fn, "args": raw})
+        changed = self.last.get("args")
+        if changed is not None:
+            _write_back(payload, json.loads(_dumps(changed), object_hook=self.decode))
+        return value
+
+
+def _write_back(before: list, after: object) -> None:
+    """Apply the candidate's in-place changes of mutable arguments to the judge's own objects."""
+    if type(after) is not list or len(after) != 2 or type(after[0]) is not list or type(after[1]) is not dict:
+        return
+    pairs = list(zip(before[0], after[0])) + [(before[1][k], after[1].get(k)) for k in before[1]]  # noqa: B905 - Python 3.8 (no strict=)
+    for old, new in pairs:
+        if type(old) is not type(new):
+            continue
+        if type(old) in (list, bytearray):
+            old[:] = new
+        elif type(old) in (dict, set):
+            old.clear()
+            old.update(new)
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+class _Proxy:
+    """A module-level function of the program, as the tests see it."""
+
+    __slots__ = ("_name", "_peer", "__name__")
+
+    def __init__(self, name: str, peer: _Peer) -> None:
+        self._name, self._peer, self.__name__ = name, peer, name
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        return self._peer.call(self._name, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<function {self._name} of the program>"
+
+
+def _judge(job: dict, peer: _Peer, report) -> None:  # noqa: ANN001
+    """Run the tests here, in a process that never runs the program's code; only plain data comes in."""
+    signal.signal(signal.SIGALRM, _on_alarm)
+    t_test = float(job["test_timeout_s"])
+    tests = job["tests"]
+
+    def timed(fn) -> tuple[str, str]:  # noqa: ANN001
+        peer.deadline = time.monotonic() + t_test
+        signal.setitimer(signal.ITIMER_REAL, t_test + 2.0)  # backstop for slow test code itself
+        try:
+            fn()
+            return "pass", ""
+        except _TestTimeout:
+            return "timeout", ""
+        except _Dead as exc:
+            return ("timeout" if "in time" in str(exc) else "error"), str(exc)[:200]
+        except AssertionError as exc:
+            return "fail", (f"AssertionError {exc}")[:200]
+        except BaseException as exc:  # noqa: BLE001 - SystemExit too: it is a failed test
+            return "error", (f"{type(exc).__name__}: {exc}")[:200]
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def dead_after(status: str) -> bool:  # the judge's own alarm fired while an answer was owed
+        return status == "timeout" and peer.outstanding and _pending(peer)
+
+    peer.deadline = time.monotonic() + t_test + 0.5
+    try:
+        loaded = peer.receive(peer.deadline)
+        status, msg = (
+            ("pass", "")
+            if "ok" in loaded
+            else ("timeout", "")
+            if "timeout" in loaded
+            else ("error", "{}: {}".format(*tuple((list(loaded.get("raise") or []) + ["", ""])[:2])))
+        )
+    except _Dead as exc:
+        status, msg = "timeout", str(exc)
+    if job["mode"] == "io":
+        if status != "pass":
+            report("program", f"{status} {msg}")
+            return
+        for i, test in enumerate(tests):
+            expected = _normalize(test["output"])
+
+            def run_io(stdin: str = test["input"], expected: list = expected) -> None:
+                out = peer.ask({"op": "main", "stdin": stdin})
+                if type(out) is not str or _normalize(out) != expected:
                     raise AssertionError("wrong output")
 
             status, msg = timed(run_io)
             report("test", f"{i} {status} {msg}")
+            if peer.dead or dead_after(status):
+                return
         return
-
-    module = types.ModuleType("solution")
-    module.__dict__["__builtins__"] = builtins
-    sys.modules["solution"] = module
-
-    def load() -> None:
-        exec(compile(program, "<solution>", "exec"), module.__dict__)
-
-    status, msg = timed(load)
     report("program", f"{status} {msg}")
     if status != "pass":
         return
-    ns = dict(module.__dict__)
-    if job["test_setup"]:
-        status, msg = timed(lambda: exec(compile(job["test_setup"], "<test setup>", "exec"), ns))
+    ns: dict = {"__builtins__": builtins, "__name__": "__test__"}
+    trusted = job.get("trusted_prefix") or ""
+    if trusted:  # the task's own code (HumanEval's prompt: imports and helpers), run here, not by the program
+        status, msg = timed(lambda: exec(compile(trusted, "<prompt>", "exec"), ns))
+        if status != "pass":
+            report("setup", f"{status} prompt: {msg}")
+            return
+    codes = [_compiled(t, f"<test {i}>") for i, t in enumerate(tests)]
+    setup = _compiled(job["test_setup"], "<test setup>") if job["test_setup"] else None
+    wanted = set().union(*(_global_names(c) for c in codes + [setup] if isinstance(c, types.CodeType)))
+    entry = job.get("entry_point")
+    wanted = sorted(n for n in wanted if (n not in ns and not hasattr(builtins, n)) or n == entry)
+    module = types.ModuleType("solution")
+    sys.modules["solution"] = module
+    if wanted:
+        status, msg = timed(lambda: _bind(peer.ask({"op": "names", "names": wanted}), peer, ns, module))
+        if status != "pass":
+            report("setup", f"{status} {msg}")
+            return
+    if setup is not None:
+        status, msg = timed(lambda: _run_code(setup, ns))
         report("setup", f"{status} {msg}")
         if status != "pass":
             return
-    for i, test in enumerate(tests):
-        status, msg = timed(lambda test=test, i=i: exec(compile(test, f"<test {i}>", "exec"), ns))
+    for i, code in enumerate(codes):
+        status, msg = timed(lambda code=code: _run_code(code, dict(ns)))
         report("test", f"{i} {status} {msg}")
+        if peer.dead or dead_after(status):
+            return
 
 
-def main() -> None:
-    job = json.loads(sys.stdin.buffer.read().decode("utf-8"))
-    devnull = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    result_fd, nonce = int(job.pop("result_fd")), job.pop("nonce")
+def _compiled(source: str, name: str) -> types.CodeType | BaseException:
+    try:
+        return compile(source, name, "exec")
+    except BaseException as exc:  # noqa: BLE001 - a broken test is that test's error
+        return exc
 
-    def report(kind: str, payload: str, _fd: int = result_fd, _n: str = nonce) -> None:
-        line = f"{_n} {kind} {payload}".replace("\n", " ") + "\n"
-        os.write(_fd, line.encode("utf-8", "replace"))
 
-    workdir = os.getcwd()
-    info: dict = {"uid": os.getuid()}
-    layers = job["layers"]
-    if layers["namespaces"]:
+def _run_code(code: types.CodeType | BaseException, ns: dict) -> None:
+    if isinstance(code, BaseException):
+        raise code
+    exec(code, ns)
+
+
+def _pending(peer: _Peer) -> bool:
+    """After a judge-side timeout: wait briefly for the answer still owed; True if it never comes."""
+    try:
+        peer.receive(time.monotonic() + 0.5)
+        peer.outstanding = False
+        return False
+    except _Dead:
+        return True
+
+
+_NO_IMPORT = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "webbrowser", "pydoc"}
+
+
+def _stdlib_module(name: str) -> types.ModuleType | None:
+    """A standard-library module imported by the judge itself (never the program's patched copy)."""
+    import importlib
+
+    top = name.split(".")[0]
+    known = getattr(sys, "stdlib_module_names", None)
+    if top in _NO_IMPORT or top.startswith("_") or (known is not None and top not in known):
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _bind(found: object, peer: _Peer, ns: dict, module: types.ModuleType) -> None:
+    if type(found) is not dict:
+        raise TypeError("malformed answer")
+    for name, reply in found.items():
+        if type(name) is not str or type(reply) is not dict:
+            continue
+        if type(reply.get("module")) is str:  # e.g. the program's "import math": the judge's own math
+            mod = _stdlib_module(reply["module"])
+            if mod is not None:
+                ns[name] = mod
+                setattr(module, name, mod)
+            continue
+        value = reply.get("ok")
+        if isinstance(value, _Remote):  # a function or class: calls go to the program's process
+            value = _Proxy(name, peer)
+        if "ok" in reply:
+            ns[name] = value
+            setattr(module, name, value)
+
+
+def _readable_by_all(path: str) -> bool:
+    """Every directory from ``/`` down to ``path`` can be entered by any user."""
+    path = os.path.realpath(path)
+    while True:
         try:
-            _enter_namespaces(workdir, info)
-        except OSError as exc:
-            info["namespaces"] = f"no: {exc}"
-    _set_rlimits(job["limits"])
+            if not os.stat(path).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+        if path == "/":
+            return True
+        path = os.path.dirname(path)
+
+
+def _read_frame(fd: int) -> dict:
+    buf = bytearray()
+    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+        need = 4 - len(buf) if len(buf) < 4 else 4 + struct.unpack(">I", buf[:4])[0] - len(buf)
+        chunk = os.read(fd, min(need, 1 << 20))
+        if not chunk:
+            raise EOFError("job truncated")
+        buf += chunk
+    return json.loads(bytes(buf[4:]).decode("utf-8"))
+
+
+def _candidate(head: dict, req_fd: int, resp_fd: int, workdir: str, unprivileged: bool) -> None:
+    """Child: become an unprivileged user, lock itself down, then load and serve the program."""
+    info: dict = {}
+    layers = head["layers"]
+    uid = int(head["candidate_uid"])
+    if unprivileged:
+        _drop_capabilities(bounding_only=True)
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # cleared by the uid change: set after it
+    _drop_capabilities()
+    _set_rlimits(head["limits"])
     if layers["landlock"]:
         try:
             _landlock(workdir, info)
@@ -491,13 +1081,83 @@ def main() -> None:
             _seccomp(info)
         except OSError as exc:
             info["seccomp"] = f"no: {exc}"
-    report("isolation", json.dumps(info, sort_keys=True))
+    _send(resp_fd, info)
     for name in ("ctypes", "_ctypes", "ctypes._endian"):
         sys.modules.pop(name, None)
     globals().pop("_libc", None)
-    job["nonce"] = None
+    program, mode, timeout = head.pop("program"), head["mode"], float(head["test_timeout_s"])
+    head.clear()
     try:
-        _run(job, report)
+        _serve(program, mode, req_fd, resp_fd, timeout)
+    finally:
+        os._exit(0)
+
+
+def main() -> None:
+    head = _read_frame(0)
+    result_fd = int(head.pop("result_fd"))
+    workdir = os.getcwd()
+    info: dict = {"uid": os.getuid()}
+    layers = head["layers"]
+    root = os.getuid() == 0
+    if layers["namespaces"]:
+        try:
+            _enter_namespaces(workdir, info, head["fs"])
+        except OSError as exc:
+            info["namespaces"] = f"no: {exc}"
+    unprivileged = root and bool(head["candidate_uid"])
+    if unprivileged and info.get("minimal_root") is not True and not _readable_by_all(sys.base_prefix):
+        unprivileged = False  # the stdlib would be unreadable to another user (e.g. under /root)
+        info["unprivileged_uid"] = "no: the interpreter is not readable by other users"
+    if unprivileged and "disk_quota" not in info:  # no namespaces: the host work directory, no quota
+        os.chown(workdir, int(head["candidate_uid"]), int(head["candidate_uid"]))
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        for fd in (result_fd, req_w, resp_r):
+            os.close(fd)
+        try:
+            _candidate(head, req_r, resp_w, workdir, unprivileged)
+        finally:  # never fall through into the judge's code below
+            os._exit(1)
+    os.close(req_r)
+    os.close(resp_w)
+    head.pop("program", None)
+    nonce = ""
+
+    def report(kind: str, payload: str) -> None:
+        line = (f"{nonce} {kind} {payload}").replace("\n", " ") + "\n"
+        os.write(result_fd, line.encode("utf-8", "replace"))
+
+    try:
+        _prctl(PR_SET_DUMPABLE, 0)  # no /proc/<pid>/mem, fd or environ of the judge for anyone
+        _drop_capabilities()
+        _set_rlimits(head["limits"])
+        if layers["landlock"]:
+            _landlock(workdir, {})
+        if layers["seccomp"]:
+            _seccomp({})
+        job = _read_frame(0)
+        nonce = job.pop("nonce")
+        devnull = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        peer = _Peer(req_w, resp_r, int(head["limits"]["value_bytes"]))
+        try:
+            child_info = peer.receive(None)
+        except _Dead:
+            child_info = {"candidate": "did not start"}
+        info.update(child_info)
+        info.setdefault("unprivileged_uid", int(head["candidate_uid"]) if unprivileged else False)
+        info["verdict"] = "separate judge process"
+        report("isolation", json.dumps(info, sort_keys=True))
+        job["mode"] = head["mode"]
+        job["test_timeout_s"] = head["test_timeout_s"]
+        _judge(job, peer, report)
     finally:
         report("done", "")
         sys.stdout.flush()

@@ -25,6 +25,7 @@ import ast
 import json
 import logging
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -116,6 +117,34 @@ def normalize_tests(
     raise ValueError(f"no usable tests (got {type(raw).__name__})")
 
 
+def last_definition(prefix: str) -> str | None:
+    """The last top-level function of a prompt (HumanEval style: the signature the model completes)."""
+    try:
+        tree = ast.parse(prefix)
+    except SyntaxError:
+        return None
+    return next((n.name for n in reversed(tree.body) if isinstance(n, ast.FunctionDef)), None)
+
+
+def tested_definition(reference: str | None, tests: Sequence[Any]) -> str | None:
+    """The first top-level function or class of ``reference`` that the (assert) tests use, if any.
+
+    It becomes the example's ``entry_point``: the one name the judge takes from the program even if it
+    shadows a builtin (MBPP 126 defines ``sum``); other builtin names always stay the builtins.
+    """
+    if not reference or not all(isinstance(t, str) for t in tests):
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)  # MBPP references: "\d" in plain strings
+            tree = ast.parse(reference)
+            used = {n.id for t in tests for n in ast.walk(ast.parse(t)) if isinstance(n, ast.Name)}
+    except SyntaxError:
+        return None
+    defs = (n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef))
+    return next((name for name in defs if name in used), None)
+
+
 def _first(record: dict[str, Any], *keys: str) -> Any:
     for key in keys:
         if record.get(key) not in (None, "", []):
@@ -161,15 +190,16 @@ class CodeTask(Task[CodeExample]):
         mode, setup, tests = normalize_tests(raw_tests, entry_point)
         extra_setup = record.get("test_setup") or record.get("test_setup_code") or ""
         reference = record.get("solution") or record.get("reference") or None
+        reference = reference if isinstance(reference, str) else None
         return CodeExample(
             id=str(record.get("id", record.get("task_id", ""))),
             question=str(question),
             tests=tests,
             mode=mode,
             test_setup=(str(extra_setup) + "\n" + setup) if extra_setup else setup,
-            entry_point=entry_point,
+            entry_point=entry_point or tested_definition(reference, tests),
             program_prefix=str(record.get("program_prefix") or ""),
-            reference=reference if isinstance(reference, str) else None,
+            reference=reference,
         )
 
     def build_messages(self, example: CodeExample) -> list[Message]:
@@ -186,7 +216,14 @@ class CodeTask(Task[CodeExample]):
         return example.program_prefix.rstrip("\n") + "\n\n\n" + code
 
     def job_for(self, program: str, example: CodeExample) -> Job:
-        return Job(program, example.tests, example.test_setup, example.mode)
+        return Job(
+            program,
+            example.tests,
+            example.test_setup,
+            example.mode,
+            trusted_prefix=example.program_prefix,
+            entry_point=example.entry_point or last_definition(example.program_prefix),
+        )
 
     def score_result(self, result: ExecutionResult, code: str | None = None) -> Score:
         if result.status == "sandbox_error":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from megatron_bgpo.tasks.code import CodeExample, CodeTask
+from megatron_bgpo.tasks.code import CodeExample, CodeTask, tested_definition
 
 SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
 
@@ -40,12 +40,14 @@ class MBPPTask(CodeTask):
             f"Your code should pass these tests:\n\n{shown}"
         )
         code = record.get("code")
+        code = code if isinstance(code, str) else None
         return CodeExample(
             id=f"mbpp/{int(record['task_id'])}",
             question=question,
             tests=tuple(str(t) for t in tests),
             test_setup=str(record.get("test_setup_code") or ""),
-            reference=code if isinstance(code, str) else None,
+            entry_point=tested_definition(code, tests),
+            reference=code,
         )
 
     def keep(self, example: CodeExample, split: str) -> bool:

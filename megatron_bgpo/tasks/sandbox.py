@@ -1,11 +1,13 @@
 """Run untrusted Python programs and their tests in a separate, locked-down process.
 
-Each job gets a fresh temporary directory, a scrubbed environment, a new session (so the whole
-process group can be killed), resource limits, an output cap and a wall-clock timeout. Inside the
-child, ``_sandbox_runner.py`` adds the kernel-level layers that the machine allows: namespaces
-(network, mount, PID, ...), Landlock and seccomp, plus a best-effort Python audit hook. What held
-for a run is returned in :attr:`ExecutionResult.isolation`. See ``docs/tasks.md`` for the exact
-guarantees and limits.
+Each job gets a fresh temporary directory (removed in every outcome), a scrubbed environment, a
+new session (so the whole process group can be killed), resource limits, an output cap and a
+wall-clock timeout. Inside the child, ``_sandbox_runner.py`` adds the kernel-level layers that the
+machine allows: namespaces (network, mount, PID, ...), a minimal root, a tmpfs disk quota, an
+unprivileged uid, Landlock and seccomp, plus a best-effort Python audit hook; and it splits into a
+judge that runs the tests and a candidate that runs the program and hands over only plain data.
+What held for a run is returned in :attr:`ExecutionResult.isolation`. See ``docs/tasks.md`` for
+the exact guarantees and limits.
 
 Many jobs run in parallel in a bounded pool of threads, each managing one subprocess
 (:meth:`Sandbox.run_many`).
@@ -18,8 +20,8 @@ import logging
 import os
 import secrets
 import selectors
-import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -56,23 +58,31 @@ class SandboxConfig:
     seccomp: bool = True  # no new processes, exec, sockets, ptrace, foreign signals, mounts
     python_guard: bool = True  # audit hook: defense in depth only
     tmp_root: str | None = None  # parent of the per-job temporary directories
+    disk_mb: int = 64  # size of the work directory's tmpfs (namespaces): all files together
+    max_inodes: int = 4096  # files + directories in that tmpfs
+    minimal_root: bool = True  # namespaces: pivot into a root of only the interpreter and system libraries
+    unprivileged: bool = True  # when the trainer is root: run the program as a fresh unused uid
+    max_value_mb: int = 16  # largest value (serialised) the program may hand to the judge
 
 
 @dataclass(frozen=True)
 class Job:
     """A program and its tests.
 
-    ``mode="assert"``: the program is loaded as module ``solution`` (so ``from solution import f``
-    works), then ``test_setup`` and each test snippet run in a copy of its namespace; a test passes
-    when it raises nothing. ``mode="io"``: each test is ``{"input": str, "output": str}``; the program
-    runs as ``__main__`` with that stdin and passes when its stdout matches (trailing whitespace
-    ignored).
+    ``mode="assert"``: the program is loaded as module ``solution`` in the candidate process; in
+    the judge, ``trusted_prefix``, then ``test_setup`` and each test snippet run with the program's
+    names the tests use bound to proxies (``from solution import f`` works); a test passes when it
+    raises nothing. ``mode="io"``: each test is ``{"input": str, "output": str}``; the program runs
+    as ``__main__`` with that stdin and passes when its stdout matches (trailing whitespace
+    ignored), compared by the judge.
     """
 
     program: str
     tests: tuple[str, ...] | tuple[dict[str, str], ...]
     test_setup: str = ""
     mode: Literal["assert", "io"] = "assert"
+    trusted_prefix: str = ""  # the task's own code the tests may use (HumanEval's prompt); run by the judge
+    entry_point: str | None = None  # a name of trusted_prefix that the program's definition replaces
 
 
 @dataclass
@@ -127,19 +137,65 @@ def _kill_group(proc: subprocess.Popen) -> None:
             pass
 
 
-def _rmtree(path: str) -> None:
-    def onexc(func, p, _exc):  # noqa: ANN001 - a read-only dir left by the program
+def _rmtree(path: str) -> bool:
+    """Delete ``path`` and all below it; any depth (one open directory at a time), no symlink followed.
+
+    Never raises; returns whether ``path`` is gone. Entries that cannot be deleted are skipped.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        cur = os.open(path, flags)
+    except OSError:
+        return not os.path.lexists(path)
+    names: list[str] = []
+    stuck: set[tuple[int, int]] = set()
+    while True:
+        sub = None
         try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
+            os.fchmod(cur, 0o700)  # a directory the program made read-only or untraversable
         except OSError:
             pass
+        with os.scandir(cur) as entries:
+            for entry in entries:
+                try:
+                    key = (entry.inode(), os.fstat(cur).st_ino)
+                    if key in stuck:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        sub = os.open(entry.name, flags, dir_fd=cur)
+                        names.append(entry.name)
+                        break
+                    os.unlink(entry.name, dir_fd=cur)
+                except OSError:
+                    stuck.add(key)
+        if sub is not None:
+            os.close(cur)
+            cur = sub
+            continue
+        if not names:
+            os.close(cur)
+            break
+        parent = os.open("..", flags, dir_fd=cur)
+        inode = os.fstat(cur).st_ino
+        os.close(cur)
+        cur, name = parent, names.pop()
+        try:
+            os.rmdir(name, dir_fd=cur)
+        except OSError:
+            stuck.add((inode, os.fstat(cur).st_ino))
+    try:
+        os.rmdir(path)
+    except OSError:
+        logger.error("sandbox: could not remove the work directory %s", path)
+    return not os.path.lexists(path)
 
-    if sys.version_info >= (3, 12):  # noqa: UP036 - also run by a system Python (tests); no symlinks followed
-        shutil.rmtree(path, onexc=onexc)
-    else:  # the manager also runs under a system Python in tests
-        shutil.rmtree(path, onerror=onexc)
+
+_UID_BASE = 1 << 30  # candidate uids: 2**30 + a random 24-bit number, unused on ordinary hosts
+
+
+def _frame(part: dict) -> bytes:
+    data = json.dumps(part).encode()
+    return struct.pack(">I", len(data)) + data
 
 
 def run_job(job: Job, config: SandboxConfig = SandboxConfig()) -> ExecutionResult:
@@ -150,14 +206,19 @@ def run_job(job: Job, config: SandboxConfig = SandboxConfig()) -> ExecutionResul
     os.chmod(workdir, 0o700)
     read_fd, write_fd = os.pipe()
     nonce = secrets.token_hex(16)
-    payload = {
+    uid = _UID_BASE + secrets.randbelow(1 << 24) if config.unprivileged and os.getuid() == 0 else 0
+    head = {  # read by the runner before it forks the program's process
         "program": job.program,
-        "tests": list(job.tests),
-        "test_setup": job.test_setup,
         "mode": job.mode,
         "test_timeout_s": config.test_timeout_s,
         "result_fd": write_fd,
-        "nonce": nonce,
+        "candidate_uid": uid,
+        "fs": {
+            "disk_bytes": config.disk_mb << 20,
+            "inodes": config.max_inodes,
+            "owner": uid,
+            "minimal_root": config.minimal_root,
+        },
         "layers": {
             "namespaces": config.namespaces,
             "landlock": config.landlock,
@@ -170,8 +231,17 @@ def run_job(job: Job, config: SandboxConfig = SandboxConfig()) -> ExecutionResul
             "file_bytes": config.max_file_mb << 20,
             "open_files": config.max_open_files,
             "processes": config.max_processes,
+            "value_bytes": config.max_value_mb << 20,
         },
     }
+    tests = {  # read by the judge only, after the fork: never in the program's memory
+        "tests": list(job.tests),
+        "test_setup": job.test_setup,
+        "trusted_prefix": job.trusted_prefix,
+        "entry_point": job.entry_point,
+        "nonce": nonce,
+    }
+    payload = b"".join(_frame(part) for part in (head, tests))
     try:
         proc = subprocess.Popen(
             [config.python, "-I", "-B", *(() if config.site_packages else ("-S",)), str(RUNNER)],
@@ -190,7 +260,7 @@ def run_job(job: Job, config: SandboxConfig = SandboxConfig()) -> ExecutionResul
         return ExecutionResult(["not_run"] * n_tests, "sandbox_error", message=f"cannot start: {exc}")
     os.close(write_fd)
     try:
-        return _supervise(proc, read_fd, json.dumps(payload).encode(), nonce, n_tests, config, start)
+        return _supervise(proc, read_fd, payload, nonce, n_tests, config, start)
     finally:
         _kill_group(proc)
         proc.wait()

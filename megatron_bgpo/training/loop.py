@@ -332,7 +332,8 @@ class Trainer:
             pipeline=self.denoiser.pipeline_comm(),
         )
         texts = decode_outputs(self.tokenizer, out)
-        scores = gather_scores(self.task, texts, shard, group=self.dp_group)
+        mp_group = ps.get_model_parallel_group()  # score once per replica, broadcast to its TP/PP ranks
+        scores = gather_scores(self.task, texts, shard, group=self.dp_group, mp_group=mp_group)
         return {
             "reward_mean": sum(s.reward for s in scores) / len(scores),
             "accuracy": sum(s.correct for s in scores) / len(scores),

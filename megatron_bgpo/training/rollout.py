@@ -17,6 +17,7 @@ from megatron_bgpo.models.llada.inference import decode_outputs
 from megatron_bgpo.rl.advantages import group_advantages, informative_groups
 from megatron_bgpo.rl.rollout import RolloutBatch
 from megatron_bgpo.tasks import Task, gather_scores
+from megatron_bgpo.tasks.rewards import check_replica_consistent
 from megatron_bgpo.tokenizer import Tokenizer
 
 
@@ -60,11 +61,17 @@ def run_rollout(
     dp_group,
     advantage_eps: float,
     normalize_std: bool = True,
+    mp_group=None,
 ) -> RolloutResult:
     """Generate, score and build the update batch for this DP rank's ``examples``.
 
-    Loss weights are left at 1; the loop sets them per mini-batch.
+    Rewards are computed on one rank of the replica's model-parallel group (``mp_group``; default
+    Megatron's TP x PP group when it is initialized) and broadcast to its other ranks, then checked to
+    agree, with the generated tokens, on all of them. Loss weights are left at 1; the loop sets them
+    per mini-batch.
     """
+    if mp_group is None:
+        mp_group = _model_parallel_group()
     t0 = time.perf_counter()
     prompts = encode_prompts(tokenizer, [task.prompt_text(ex) for ex in examples], max_prompt_length)
     prompts = prompts.repeat_interleave(group_size)
@@ -81,13 +88,15 @@ def run_rollout(
     )
     completions = decode_outputs(tokenizer, out)
     repeated = [ex for ex in examples for _ in range(group_size)]
-    scores = gather_scores(task, completions, repeated, group=dp_group)
+    scores = gather_scores(task, completions, repeated, group=dp_group, mp_group=mp_group)
     local_n = len(completions)
     dp_rank = torch.distributed.get_rank(dp_group) if torch.distributed.is_initialized() else 0
     local_scores = scores[dp_rank * local_n : (dp_rank + 1) * local_n]
     rewards = torch.tensor([s.reward for s in local_scores], dtype=torch.float64).view(-1, group_size)
     global_rewards = torch.tensor([s.reward for s in scores], dtype=torch.float64).view(-1, group_size)
     global_correct = torch.tensor([s.correct for s in scores]).view(-1, group_size)
+    check_replica_consistent(global_rewards, mp_group, "rewards")
+    check_replica_consistent(out.tokens, mp_group, "generated tokens")
     advantages = group_advantages(rewards, eps=advantage_eps, normalize_std=normalize_std)
     batch = RolloutBatch(
         prompt_ids=prompts.input_ids,
@@ -109,3 +118,12 @@ def run_rollout(
         int(out.lengths.sum()),
         time.perf_counter() - t0,
     )
+
+
+def _model_parallel_group():
+    """Megatron's model-parallel (TP x PP) group of this rank, or None without one."""
+    if not torch.distributed.is_initialized():
+        return None
+    from megatron.core import parallel_state as ps
+
+    return ps.get_model_parallel_group() if ps.model_parallel_is_initialized() else None

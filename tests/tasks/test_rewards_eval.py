@@ -21,7 +21,7 @@ from megatron_bgpo.tasks.evaluation import (
     select_examples,
     write_jsonl,
 )
-from megatron_bgpo.tasks.rewards import gather_rewards, gather_scores, shard_bounds
+from megatron_bgpo.tasks.rewards import check_replica_consistent, gather_rewards, gather_scores, shard_bounds
 from megatron_bgpo.tasks.sudoku import SudokuExample
 from tests.distributed import run_distributed
 
@@ -76,6 +76,46 @@ def test_rewards_gathered_over_ranks() -> None:
         assert res["sharded"] == [0.1, 0.2, 0.0, 0.4, 0.5]
     pids = results[0]["pids"]
     assert pids[0] == pids[1] != pids[3] == pids[4] and pids[2] is None  # rank 0: [0, 3), rank 1: [3, 5)
+
+
+class RankTask(EchoTask):
+    """Reward = float(completion) + this process's global rank: TP/PP ranks that scored on their own would
+    disagree (as wall-clock timeouts can make code and math rewards do)."""
+
+    def _score(self, text: str, example: str) -> Score:
+        import torch.distributed as dist
+
+        return Score(float(text) + dist.get_rank(), True, text, {"rank": dist.get_rank()})
+
+
+def _replica_on_rank(rank: int, world_size: int) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    # Two replicas of a 2-way model-parallel model: mp groups {0, 1}, {2, 3}; dp groups {0, 2}, {1, 3}.
+    mp_groups = [dist.new_group([0, 1]), dist.new_group([2, 3])]
+    dp_groups = [dist.new_group([0, 2]), dist.new_group([1, 3])]
+    mp, dp = mp_groups[rank // 2], dp_groups[rank % 2]
+    local = [f"0.{rank // 2 + 1}", "0.5"]  # both ranks of a replica hold the same completions
+    scores = gather_scores(RankTask(), local, ["x", "x"], group=dp, mp_group=mp)
+    rewards = torch.tensor([s.reward for s in scores], dtype=torch.float64)
+    check_replica_consistent(rewards, mp, "rewards")  # passes: scored once per replica
+    try:
+        check_replica_consistent(torch.tensor([float(rank)]), mp, "rewards")
+        forced = "no error"
+    except RuntimeError as exc:
+        forced = str(exc)
+    return {"rewards": rewards.tolist(), "scored_by": [s.info["rank"] for s in scores], "forced": forced}
+
+
+def test_rewards_scored_once_per_model_parallel_group() -> None:
+    results = run_distributed(_replica_on_rank, 4, timeout=120)
+    # Each replica's scores come from its first rank (0 and 2), on every rank, gathered over DP.
+    for res in results:
+        assert res["rewards"] == [0.1, 0.5, 2.2, 2.5]
+        assert res["scored_by"] == [0, 0, 2, 2]
+        assert res["forced"].startswith("error: the ranks of one model-parallel group disagree")
 
 
 def test_score_generations_and_jsonl(tmp_path: Path) -> None:
