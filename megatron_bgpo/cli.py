@@ -7,12 +7,13 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def exit_on_bad_input() -> Iterator[None]:
-    """Turn bad input (flags, paths, data files, parallel layouts, checkpoints) into one ``error:`` line
-    and exit status 1, instead of a traceback. Bugs (other exception types) still show their traceback."""
+def exit_on_bad_input(*also: type[BaseException]) -> Iterator[None]:
+    """Turn bad input (flags, paths, data files, parallel layouts, checkpoints) and the exception types
+    ``also`` into one ``error:`` line and exit status 1, instead of a traceback. Bugs (other exception
+    types) still show their traceback."""
     from megatron_bgpo.checkpointing.hf_io import CheckpointError
 
     try:
         yield
-    except (ValueError, FileNotFoundError, KeyError, CheckpointError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, CheckpointError, *also) as exc:
         raise SystemExit(f"error: {exc}") from exc

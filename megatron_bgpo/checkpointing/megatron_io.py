@@ -4,7 +4,8 @@ On-disk layout (Megatron-LM conventions)::
 
     <ckpt>/latest_checkpointed_iteration.txt   "release" or the iteration number
     <ckpt>/release/ or <ckpt>/iter_0000100/     megatron.core.dist_checkpointing (torch_dist) folder:
-                                                 .metadata, __<rank>_<n>.distcp, metadata.json
+                                                 .metadata, __<rank>_<n>.distcp, metadata.json, and
+                                                 manifest.json (size + crc32 of every file, written last)
     <ckpt>/config.json                          the LLaDA HF config (architecture; auto_map kept)
     <ckpt>/tokenizer/                           tokenizer files (`load_tokenizer(<ckpt>)` finds them)
     <ckpt>/hf_files/                            other files of the source HF folder (generation config,
@@ -18,9 +19,11 @@ their global (TP=1, layers stacked) keys, so `load_model_checkpoint` reshards to
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import shutil
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -46,7 +49,9 @@ RELEASE = "release"
 CONFIG_FILE = "config.json"
 TOKENIZER_SUBDIR = CHECKPOINT_SUBDIR
 HF_FILES_SUBDIR = "hf_files"
+MANIFEST_FILE = "manifest.json"
 CHECKPOINT_VERSION = 3.0
+_READ_CHUNK = 16 * 2**20
 
 
 def iteration_dirname(iteration: int | None) -> str:
@@ -75,6 +80,136 @@ def resolve_checkpoint(path: str | os.PathLike) -> tuple[Path, Path, int | None]
     if not dist_checkpointing.check_is_distributed_checkpoint(str(folder)):
         raise CheckpointError(f"{tracker} points to {folder.name}, which is not a complete dist checkpoint")
     return path, folder, iteration
+
+
+def file_digest(path: Path) -> dict[str, int]:
+    """``{"size": bytes, "crc32": zlib.crc32 of the content}`` of one file, read in 16 MiB chunks."""
+    crc, size = 0, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_READ_CHUNK):
+            crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+    return {"size": size, "crc32": crc}
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def from_rank0(fn):
+    """``fn()`` computed on rank 0 and broadcast (picklable) to every rank; plain call without a group."""
+    if _world() == 1:
+        return fn()
+    box = [fn() if _rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _owner(name: str, index: int, world: int) -> int:
+    """The rank that hashes ``name``: the writer of a ``__<rank>_<n>.distcp`` shard, else round robin."""
+    base = Path(name).name
+    if base.startswith("__") and base.endswith(".distcp") and base[2:].split("_")[0].isdigit():
+        return int(base[2:].split("_")[0]) % world
+    return index % world
+
+
+def digests(root: Path, names: Sequence[str]) -> dict[str, dict[str, int]]:
+    """`file_digest` of ``root / name`` for each name that is a file, split over the ranks (each shard by
+    the rank that wrote it) and gathered on every rank; collective when torch.distributed is initialised."""
+    world = _world()
+    mine = {
+        n: file_digest(root / n)
+        for i, n in enumerate(names)
+        if _owner(n, i, world) == _rank() and (root / n).is_file()
+    }
+    if world == 1:
+        return mine
+    parts: list[dict | None] = [None] * world
+    dist.all_gather_object(parts, mine)
+    return {k: v for part in parts for k, v in part.items()}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file, fsync and ``os.replace`` (never a half file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_manifest(root: Path, folder: Path, shared: Sequence[str] = ()) -> None:
+    """Record size and crc32 of every file of the finished iteration ``folder`` (and of ``shared`` files
+    beside it, e.g. config.json, tokenizer/*) in ``folder/manifest.json``; collective, rank 0 writes.
+    Call after every rank finished writing and before the tracker file is replaced."""
+
+    def listing() -> list[str]:
+        files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST_FILE)
+        return [f"{folder.name}/{n}" for n in files] + [s for s in shared if (root / s).is_file()]
+
+    names = from_rank0(listing)
+    found = digests(root, names)
+    if _rank() == 0:
+        manifest = {"version": 1, "checksum": "crc32", "files": {n: found[n] for n in names}}
+        write_atomic(folder / MANIFEST_FILE, json.dumps(manifest, indent=1) + "\n")
+
+
+def manifest_problem(folder: Path) -> str | None:
+    """None when the files match ``folder/manifest.json``, else what is wrong (the first bad file);
+    collective. A folder without a manifest is a problem too (a save that never finished)."""
+    root, path = folder.parent, folder / MANIFEST_FILE
+
+    def read() -> dict | str:
+        if not path.is_file():
+            return f"{path} is missing (the save did not finish)"
+        try:
+            files = json.loads(path.read_text())["files"]
+            return {str(k): {"size": int(v["size"]), "crc32": int(v["crc32"])} for k, v in files.items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"{path} is unreadable ({exc})"
+
+    recorded = from_rank0(read)
+    if isinstance(recorded, str):
+        return recorded
+    found = digests(root, sorted(recorded))
+    for name, want in sorted(recorded.items()):
+        have = found.get(name)
+        if have is None:
+            return f"{root / name} is missing"
+        if have["size"] != want["size"]:
+            return f"{root / name} has {have['size']} bytes, {MANIFEST_FILE} records {want['size']}"
+        if have["crc32"] != want["crc32"]:
+            return f"{root / name} has crc32 {have['crc32']:08x}, {MANIFEST_FILE} records {want['crc32']:08x}"
+    return None
+
+
+def shared_files(root: Path) -> list[str]:
+    """The files beside the iteration folders that a load reads: config.json and tokenizer/*."""
+    tok = root / TOKENIZER_SUBDIR
+    names = (
+        sorted(f"{TOKENIZER_SUBDIR}/{p.name}" for p in tok.iterdir() if p.is_file()) if tok.is_dir() else []
+    )
+    return [CONFIG_FILE, *names]
+
+
+def verify_checkpoint(folder: Path) -> None:
+    """Raise `CheckpointError` naming the iteration folder and its first bad file; collective.
+
+    A folder without ``manifest.json`` (saved before manifests existed) only has to hold the
+    dist-checkpoint metadata files; rank 0 warns that its contents are not verified.
+    """
+    if not from_rank0(lambda: (folder / MANIFEST_FILE).is_file()):
+        missing = from_rank0(
+            lambda: [n for n in (".metadata", "metadata.json") if not (folder / n).is_file()]
+        )
+        if missing:
+            raise CheckpointError(f"checkpoint {folder} is damaged: {missing[0]} is missing")
+        if _rank() == 0:
+            print(f"warning: {folder} has no {MANIFEST_FILE} (an older save); files not verified", flush=True)
+        return
+    problem = manifest_problem(folder)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {folder} is damaged: {problem}")
 
 
 def read_checkpoint_config(path: str | os.PathLike) -> LLaDAConfig:
@@ -158,9 +293,13 @@ def save_model_checkpoint(
             config.to_json(root / CONFIG_FILE)
         if tokenizer_dir is not None:
             copy_tree_files(tokenizer_dir, root / TOKENIZER_SUBDIR)
-        tmp = root / (TRACKER_FILE + ".tmp")
-        tmp.write_text(iteration_dirname(iteration) if iteration is None else f"{iteration}\n")
-        os.replace(tmp, root / TRACKER_FILE)
+    if dist.is_initialized():
+        dist.barrier()
+    write_manifest(root, folder, from_rank0(lambda: shared_files(root)))
+    if _rank() == 0:
+        write_atomic(
+            root / TRACKER_FILE, iteration_dirname(iteration) if iteration is None else f"{iteration}\n"
+        )
     if dist.is_initialized():
         dist.barrier()
     return folder
@@ -194,6 +333,7 @@ def load_model_checkpoint(
     a missing weight raises `CheckpointError` (unless ``strict=False``, which leaves it untouched).
     """
     _, folder, iteration = resolve_checkpoint(ckpt_dir)
+    verify_checkpoint(folder)
     state = model_sharded_state_dict(model_chunks)
     _check_shapes(state, folder)
     # "unexpected" in megatron-core's terms: requested by the model but absent from the checkpoint.
@@ -218,10 +358,12 @@ class MegatronCheckpointReader:
     """Reads logical (TP=1) tensors of a Megatron LLaDA checkpoint one layer at a time, in one process.
 
     Needs an initialised (single-rank) process group; reads only the chunks that overlap the request.
+    The folder's manifest is verified first (`verify_checkpoint`).
     """
 
     def __init__(self, ckpt_dir: str | os.PathLike, cfg: LLaDAConfig | None = None) -> None:
         self.root, self.folder, self.iteration = resolve_checkpoint(ckpt_dir)
+        verify_checkpoint(self.folder)
         self.cfg = cfg or read_checkpoint_config(self.root)
         self.metadata = dist_checkpointing.load_tensors_metadata(str(self.folder))
         self.dtype = self.metadata[model_mappings(self.cfg)[0].checkpoint_key].dtype

@@ -44,6 +44,11 @@ class SentencePieceTokenizer(Tokenizer):
             self._sp = spm.SentencePieceProcessor(model_proto=self._proto)
         except (OSError, RuntimeError) as err:
             raise ValueError(f"{source}: not a valid SentencePiece model: {err}") from err
+        if self._sp.get_piece_size() == 0:  # an empty file parses as a model without pieces
+            raise ValueError(
+                f"{source}: not a valid SentencePiece model ({len(self._proto)} bytes, no pieces; "
+                "a truncated copy?); restore the file from the tokenizer the run started from"
+            )
         self._config_in: dict[str, Any] = dict(config or {})
         try:
             self._added = added_tokens_from_config(self._config_in)

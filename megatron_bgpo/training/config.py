@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,17 @@ from megatron_bgpo.parallel.distributed import ParallelConfig
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+def _at_least(owner: object, minimum: float, *names: str) -> None:
+    """Each ``--name`` of ``owner`` must be >= ``minimum`` (and finite)."""
+    for name in names:
+        value = getattr(owner, name)
+        flag = "--" + name.replace("_", "-")
+        _check(math.isfinite(value) and value >= minimum, f"{flag} must be >= {minimum}, got {value}")
+
+
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,9 @@ class RLArgs:
             f"--rollout-batch-size ({self.rollout_batch_size}) must be a multiple of --mini-batch-size "
             f"({self.mini_batch_size})",
         )
+        _at_least(self, 0.0, "kl_beta", "advantage_eps")
+        _check(0 < self.masking_eps < 1, f"--masking-eps must be in (0, 1), got {self.masking_eps}")
+        _check(self.max_log_ratio > 0, f"--max-log-ratio must be > 0, got {self.max_log_ratio}")
         _check(self.masking_mode in ("continuous", "discrete"), f"--masking-mode: {self.masking_mode!r}")
         _check(self.elbo_tokens in ("canvas", "first_eos"), f"--elbo-tokens: {self.elbo_tokens!r}")
         _check(
@@ -120,6 +135,8 @@ class GenerationArgs:
     eval_diffusion_steps: int | None = None  # None: --diffusion-steps
 
     def __post_init__(self) -> None:
+        _at_least(self, 1, "gen_length", "diffusion_steps", "block_length", "max_prompt_length")
+        _at_least(self, 0.0, "cfg_scale")
         for prefix, length, steps in (
             ("--", self.gen_length, self.diffusion_steps),
             ("--eval-", self.eval_length, self.eval_steps),
@@ -158,9 +175,23 @@ class OptimArgs:
     adam_eps: float = 1e-8
     clip_grad: float = 1.0
     use_distributed_optimizer: bool = False
+    max_skipped_steps: int = 3  # stop with an error after this many consecutive non-finite (skipped) steps
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        _check(math.isfinite(self.lr) and self.lr > 0, f"--lr must be > 0 and finite, got {self.lr}")
+        _at_least(self, 0.0, "min_lr", "weight_decay", "clip_grad", "lr_warmup_steps")
+        _at_least(self, 1, "max_skipped_steps")
+        _check(self.min_lr <= self.lr, f"--min-lr ({self.min_lr}) must not exceed --lr ({self.lr})")
+        for name in ("adam_beta1", "adam_beta2"):
+            value = getattr(self, name)
+            _check(0 <= value < 1, f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+        _check(self.adam_eps > 0, f"--adam-eps must be > 0, got {self.adam_eps}")
+        step = self.lr / (1 - self.adam_beta1)  # Adam's bias-corrected step size at the first update
+        _check(
+            step < FLOAT32_MAX,
+            f"--lr {self.lr:g} is too large: Adam's first step lr / (1 - --adam-beta1 {self.adam_beta1}) = "
+            f"{step:.3g} overflows float32 (max {FLOAT32_MAX:.3g})",
+        )
         _check(
             self.lr_decay_style in ("constant", "cosine", "linear"),
             f"--lr-decay-style: {self.lr_decay_style!r}",
@@ -175,6 +206,9 @@ class DataArgs:
     eval_samples: int = 64
     tokenizer: str | None = None  # tokenizer folder/file; default: the one stored with --load
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "eval_samples")
+
 
 @dataclass(frozen=True)
 class CheckpointArgs:
@@ -183,6 +217,11 @@ class CheckpointArgs:
     save_interval: int = 0
     keep_last: int = 2
     finetune: bool = False  # load weights only (a converted or SFT checkpoint), reset optimizer/step
+    load_fallback: bool = False  # a damaged latest iteration: resume from the newest complete one (loudly)
+
+    def __post_init__(self) -> None:
+        _at_least(self, 0, "save_interval", "keep_last")
+        _check(not self.load_fallback or self.load, "--load-fallback needs --load")
 
 
 @dataclass(frozen=True)
@@ -196,6 +235,7 @@ class LoggingArgs:
     wandb_project: str | None = None
 
     def __post_init__(self) -> None:
+        _at_least(self, 0, "log_interval", "eval_interval")
         _check(self.eval_temperature >= 0, f"--eval-temperature must be >= 0, got {self.eval_temperature}")
         _check(
             self.eval_samples_per_prompt >= 1,
@@ -283,6 +323,20 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
     cfg = TrainConfig(**groups, **top)
     _check(cfg.train_steps >= 1, f"--train-steps must be >= 1, got {cfg.train_steps}")
     return cfg
+
+
+def check_world(cfg: TrainConfig, world_size: int) -> int:
+    """The data-parallel size of ``cfg`` on ``world_size`` ranks, after checking that the layout tiles the
+    world and that the batch sizes split evenly over the data-parallel ranks (errors name both values)."""
+    dp = cfg.parallel.data_parallel_size(world_size)
+    for name in ("rollout_batch_size", "mini_batch_size"):
+        value = getattr(cfg.rl, name)
+        _check(
+            value % dp == 0,
+            f"--{name.replace('_', '-')} ({value}) must be divisible by the data-parallel size ({dp} = "
+            f"world size {world_size} / (tp x pp)) so every rank updates on the same number of prompts",
+        )
+    return dp
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

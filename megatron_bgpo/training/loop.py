@@ -12,7 +12,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state as ps
 
 from megatron_bgpo.diffusion.sampler import SamplerConfig
-from megatron_bgpo.models.llada import build_model_chunks
+from megatron_bgpo.models.llada import build_model_chunks, validate_layout
 from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
 from megatron_bgpo.models.llada.inference import decode_outputs
 from megatron_bgpo.parallel import init_distributed, initialize_model_parallel, set_seed
@@ -22,7 +22,7 @@ from megatron_bgpo.rl.objectives import ObjectiveConfig, get_objective
 from megatron_bgpo.rl.update import attach_policy_terms, policy_update
 from megatron_bgpo.tasks import gather_scores, get_task
 from megatron_bgpo.training import checkpoint as ckpt
-from megatron_bgpo.training.config import TrainConfig
+from megatron_bgpo.training.config import TrainConfig, check_world
 from megatron_bgpo.training.data import PromptSource
 from megatron_bgpo.training.logging import MetricsLogger, peak_memory_mib
 from megatron_bgpo.training.optimizer import build_optimizer, updates_per_step, use_distributed_optimizer
@@ -54,6 +54,10 @@ class LogRatioMismatchError(RuntimeError):
     amplifies such differences, so the run stops."""
 
 
+class NonFiniteRunError(RuntimeError):
+    """``--max-skipped-steps`` consecutive steps were skipped; the run stops without saving."""
+
+
 @dataclass
 class StepResult:
     step: int
@@ -67,16 +71,15 @@ class Trainer:
         initialize_model_parallel(cfg.parallel)
         set_seed(cfg.seed)
         self.dp_group = ps.get_data_parallel_group()
-        self.dp_size, self.dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
-        if cfg.rl.mini_batch_size % self.dp_size != 0:
-            raise ValueError(
-                f"--mini-batch-size ({cfg.rl.mini_batch_size}) must be divisible by the data-parallel size "
-                f"({self.dp_size}) so every rank updates on the same number of prompts"
-            )
+        self.dp_size, self.dp_rank = check_world(cfg, self.env.world_size), ps.get_data_parallel_rank()
+        load_folder = ckpt.resolve_load(cfg.checkpoint)  # verified (or --load-fallback) before anything else
         self.model_cfg = resolve_model(cfg)
+        validate_layout(self.model_cfg, cfg.parallel)
+        self.params_dtype = torch.bfloat16 if cfg.model.params_dtype == "bf16" else torch.float32
+        if cfg.checkpoint.save:
+            ckpt.check_save_dir(cfg.checkpoint.save, ckpt.checkpoint_bytes(self.model_cfg, self.params_dtype))
         self.tokenizer = resolve_tokenizer(cfg)
         self.tokenizer.check_model_vocab(self.model_cfg.embedding_size)
-        self.params_dtype = torch.bfloat16 if cfg.model.params_dtype == "bf16" else torch.float32
         chunks = build_model_chunks(
             self.model_cfg,
             cfg.parallel,
@@ -88,7 +91,8 @@ class Trainer:
         self.optimizer, self.scheduler = build_optimizer(
             cfg.optim, self.model, self.params_dtype, cfg.train_steps, updates_per_step(cfg)
         )
-        self.step = ckpt.load(cfg.checkpoint, self.model, self.optimizer, self.scheduler)
+        self.progress = ckpt.load(cfg.checkpoint, self.model, self.optimizer, self.scheduler, load_folder)
+        self.step = self.progress.step
         if cfg.model.init_jitter > 0:
             jitter_weights(self.model, cfg.model.init_jitter, cfg.seed)
         self.objective = get_objective(cfg.rl.objective)
@@ -345,13 +349,8 @@ class Trainer:
             if cfg.logging.eval_interval and cfg.logging.eval_at_start and self.step < cfg.train_steps:
                 self.logger.log(self.step - 1, self.evaluate(self.step - 1), prefix="eval")
             for step in range(self.step, cfg.train_steps):
-                try:
-                    metrics = self.train_step(step)
-                except NonFiniteError as exc:
-                    if self.env.rank == 0:
-                        print(f"error: {exc}", flush=True)
-                    metrics = {"skipped": 1.0}
-                self.step = step + 1
+                metrics = self._guarded_step(step)
+                self.step = self.progress.step = step + 1
                 results.append(StepResult(step, metrics))
                 if cfg.logging.log_interval and (step + 1) % cfg.logging.log_interval == 0:
                     self.logger.log(step, metrics)
@@ -371,10 +370,34 @@ class Trainer:
                         self.scheduler,
                         self.model_cfg,
                         self.tokenizer,
+                        self.progress,
                     )
         finally:
             self.logger.close()
         return results
+
+    def _guarded_step(self, step: int) -> dict[str, float]:
+        """`train_step`, skipping a non-finite one; ``--max-skipped-steps`` in a row stop the run (before
+        anything is saved). Metrics carry ``skipped_steps``, the run's total (kept across resumes)."""
+        progress, limit = self.progress, self.cfg.optim.max_skipped_steps
+        try:
+            metrics = self.train_step(step)
+            progress.skip_streak = 0
+        except NonFiniteError as exc:
+            progress.skipped_steps += 1
+            progress.skip_streak += 1
+            if progress.skip_streak >= limit:
+                raise NonFiniteRunError(
+                    f"{progress.skip_streak} consecutive steps (up to step {step + 1}) had a non-finite loss "
+                    f"or gradient, last: {exc}. Stopped without saving (--max-skipped-steps {limit}); "
+                    f"lower --lr (now {self.cfg.optim.lr:g}) or check the data, then resume from the last "
+                    "checkpoint"
+                ) from exc
+            if self.env.rank == 0:
+                print(f"warning: {exc} ({progress.skip_streak} in a row; {limit} stop the run)", flush=True)
+            metrics = {"skipped": 1.0}
+        metrics["skipped_steps"] = float(progress.skipped_steps)
+        return metrics
 
     # ---- small helpers -----------------------------------------------------------------------------
     def _tp_group(self):
@@ -399,9 +422,9 @@ def main(argv: list[str] | None = None) -> list[StepResult]:
     from megatron_bgpo.cli import exit_on_bad_input
     from megatron_bgpo.training.config import parse_args
 
-    with exit_on_bad_input():
+    with exit_on_bad_input(NonFiniteRunError):
         trainer = Trainer(parse_args(argv))
-    results = trainer.run()
+        results = trainer.run()
     ps.destroy_model_parallel()
     dist.destroy_process_group()
     return results

@@ -125,3 +125,14 @@ def test_missing_special_tokens(spm_tokenizer: SentencePieceTokenizer, tmp_path:
         load_tokenizer(tmp_path, special_tokens=SpecialTokens(mask="<nope>"))
     with pytest.raises(ValueError, match="pad and mask tokens share id"):
         load_tokenizer(tmp_path, special_tokens=SpecialTokens(pad="<|mdm_mask|>"))
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 16], ids=["empty", "zeros"])
+def test_truncated_model_file_names_the_file(
+    spm_tokenizer: SentencePieceTokenizer, tmp_path: Path, content: bytes
+) -> None:
+    """A ``tokenizer.model`` emptied by a kill during a copy: a ValueError naming it, not an IndexError."""
+    spm_tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.model").write_bytes(content)
+    with pytest.raises(ValueError, match=f"{tmp_path / 'tokenizer.model'}: not a valid SentencePiece model"):
+        load_tokenizer(tmp_path)

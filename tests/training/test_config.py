@@ -54,6 +54,15 @@ def test_flags_override_recipe_and_megatron_aliases() -> None:
         (["--elbo-tokens", "answer"], "--elbo-tokens: 'answer'"),
         (["--eval-gen-length", "500"], "--eval-gen-length \\(500\\) must be a multiple of --block-length"),
         (["--eval-gen-length", "512", "--eval-diffusion-steps", "24"], "--eval-diffusion-steps \\(24\\)"),
+        (["--lr", "inf"], "--lr must be > 0 and finite, got inf"),
+        (["--lr", "1e38"], r"--lr 1e\+38 is too large: Adam's first step .* = 1e\+39 overflows float32"),
+        (["--lr", "1e-3", "--min-lr", "1e-2"], r"--min-lr \(0.01\) must not exceed --lr \(0.001\)"),
+        (["--adam-beta1", "1"], r"--adam-beta1 must be in \[0, 1\), got 1.0"),
+        (["--block-length", "0"], "--block-length must be >= 1, got 0"),
+        (["--masking-eps", "0"], r"--masking-eps must be in \(0, 1\)"),
+        (["--keep-last", "-1"], "--keep-last must be >= 0, got -1"),
+        (["--max-skipped-steps", "0"], "--max-skipped-steps must be >= 1, got 0"),
+        (["--load-fallback", "true"], "--load-fallback needs --load"),
     ],
 )
 def test_bad_settings_name_the_flag(argv: list[str], message: str) -> None:
@@ -102,3 +111,33 @@ def test_sudoku_tasks_generate_data_without_a_source(name: str) -> None:
     task = get_task(name)
     train, test = load_examples(task, None, "train", seed=0), load_examples(task, None, "test", seed=0)
     assert (len(train), len(test)) == (2000, 256)
+
+
+@pytest.mark.parametrize(
+    "argv,world,message",
+    [
+        (["--tp", "2"], 3, r"world size 3 is not divisible by tensor_model_parallel_size \(2\)"),
+        (
+            ["--rollout-batch-size", "6", "--mini-batch-size", "6"],
+            4,
+            r"--rollout-batch-size \(6\) must be divisible by the data-parallel size \(4 = world size 4",
+        ),
+        (
+            ["--rollout-batch-size", "8", "--mini-batch-size", "2", "--tp", "2"],
+            8,
+            r"--mini-batch-size \(2\) must be divisible by the data-parallel size \(4 = world size 8",
+        ),
+    ],
+)
+def test_batch_sizes_must_split_over_data_parallel_ranks(argv: list[str], world: int, message: str) -> None:
+    from megatron_bgpo.training.config import check_world
+
+    with pytest.raises(ValueError, match=message):
+        check_world(parse_args(argv), world)
+
+
+def test_check_world_returns_the_data_parallel_size() -> None:
+    from megatron_bgpo.training.config import check_world
+
+    cfg = parse_args(["--tp", "2", "--mini-batch-size", "8", "--rollout-batch-size", "8"])
+    assert check_world(cfg, 8) == 4

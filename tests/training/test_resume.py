@@ -22,6 +22,7 @@ def files(tmp_path_factory) -> dict[str, str]:
 def _train_rank(rank: int, world: int, argv: list[str], crash_on_save_at: int | None = None) -> dict:
     from megatron.core import parallel_state as ps
 
+    from megatron_bgpo.checkpointing.hf_io import CheckpointError
     from megatron_bgpo.training import checkpoint as ckpt
     from megatron_bgpo.training.config import parse_args
     from megatron_bgpo.training.loop import Trainer
@@ -42,7 +43,7 @@ def _train_rank(rank: int, world: int, argv: list[str], crash_on_save_at: int | 
     error = None
     try:
         results = trainer.run()
-    except RuntimeError as exc:
+    except CheckpointError as exc:  # the failed save, reported with its cause
         results, error = [], str(exc)
     metrics = [{k: v for k, v in r.metrics.items() if k not in TIMING} for r in results]
     params = [p.detach().clone() for m in trainer.model for p in m.module.parameters()]
@@ -75,7 +76,8 @@ def test_crash_during_save_keeps_previous_checkpoint(files, tmp_path: Path) -> N
     crashed = run_distributed(
         _train_rank, 2, flags(files, objective="elbo_sft", load=save, save=save, save_interval=1), 3
     )
-    assert "simulated crash during save" in crashed[0]["error"]
+    assert "writing iter_0000003 failed (RuntimeError: simulated crash during save" in crashed[0]["error"]
+    assert not (Path(save) / "iter_0000003").exists()  # the partial folder was removed
     assert (Path(save) / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
     # Loading now resumes from step 2 with exactly the step-2 weights.
     resumed = run_distributed(_train_rank, 2, flags(files, objective="elbo_sft", load=save, train_steps=2))
