@@ -22,12 +22,13 @@ JITTER=${JITTER:-0}
 SFT_STEPS=${SFT_STEPS:-500}
 BGPO_STEPS=${BGPO_STEPS:-30}
 BGPO_LR=${BGPO_LR:-1e-4}
+EVAL_SAMPLES=${EVAL_SAMPLES:-256}  # held-out puzzles per evaluation
 TORCHRUN=("$PY" -m torch.distributed.run --nproc-per-node 2 --master-port "${MASTER_PORT:-29511}")
 export OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore
 
 "$PY" -m megatron_bgpo.training.tiny --out "$OUT/base" --seed "$SEED"
 
-DATA=(--task sudoku_brief --train-data "$OUT/base/train.csv" --eval-data "$OUT/base/eval.csv" --eval-samples 256
+DATA=(--task sudoku_brief --train-data "$OUT/base/train.csv" --eval-data "$OUT/base/eval.csv" --eval-samples "$EVAL_SAMPLES"
       --max-prompt-length 64 --seed "$SEED")
 GEN=(--gen-length 32 --block-length 32 --diffusion-steps 8)
 

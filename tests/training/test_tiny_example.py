@@ -13,7 +13,12 @@ SAMPLING = ["--gen-length", "32", "--steps", "8", "--block-length", "32", "--par
 
 def test_tiny_cpu_example_runs_end_to_end(tmp_path: Path) -> None:
     proc = run_command(
-        ["bash", "examples/bgpo_tiny_cpu.sh"], timeout=900, OUT=str(tmp_path), SFT_STEPS="2", BGPO_STEPS="2"
+        ["bash", "examples/bgpo_tiny_cpu.sh"],
+        timeout=900,
+        OUT=str(tmp_path),
+        SFT_STEPS="2",
+        BGPO_STEPS="2",
+        EVAL_SAMPLES="8",
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[train] step 2/2" in proc.stdout and "[eval] step 2/2" in proc.stdout
