@@ -45,7 +45,7 @@ def run(seed: int, jitter: str, a: argparse.Namespace) -> dict[str, float]:
         seconds = time.perf_counter() - t0
         (out / "run.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
-            raise RuntimeError(f"seed {seed} jitter {jitter} failed; see {out / 'run.log'}")
+            raise SystemExit(f"error: seed {seed} jitter {jitter} failed; see {out / 'run.log'}")
     sft, bgpo = evals(out / "sft" / "metrics.jsonl"), evals(done)
     last = max(bgpo)
     return {
@@ -86,4 +86,7 @@ def _std(values: list[float]) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    from megatron_bgpo.cli import exit_on_bad_input
+
+    with exit_on_bad_input():
+        main()

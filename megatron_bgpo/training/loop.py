@@ -220,6 +220,20 @@ class Trainer:
 
     def _sft_step(self, step: int, examples, positions) -> dict[str, float]:
         t0 = time.perf_counter()
+        loss, gnorm, _ = self._optimizer_step(
+            self.sft_microbatches(step, examples, positions), where=f"SFT step {step + 1}"
+        )
+        return {
+            "loss": loss,
+            **self._grad_metrics([gnorm]),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "update_s": time.perf_counter() - t0,
+            "peak_mem_mib": peak_memory_mib(),
+        }
+
+    def sft_microbatches(self, step: int, examples, positions) -> list:
+        """The MC micro-batches of SFT step ``step`` for this rank's ``examples`` (reference canvases,
+        masks seeded by (seed + step, uid))."""
         prompts = encode_prompts(
             self.tokenizer,
             [self.task.prompt_text(ex) for ex in examples],
@@ -242,16 +256,7 @@ class Trainer:
             seed=self.cfg.seed + step,
             mask_id=self.tokenizer.mask_id,
         )
-        loss, gnorm, _ = self._optimizer_step(
-            build_microbatches(batch, self.objective, packing), where=f"SFT step {step + 1}"
-        )
-        return {
-            "loss": loss,
-            **self._grad_metrics([gnorm]),
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "update_s": time.perf_counter() - t0,
-            "peak_mem_mib": peak_memory_mib(),
-        }
+        return build_microbatches(batch, self.objective, packing)
 
     def _optimizer_step(
         self, microbatches, where: str, expect_zero_log_ratio: bool = False

@@ -53,33 +53,8 @@ def _oracle_grads(weights, cfg, microbatches, weighted: bool) -> dict[str, torch
 
 def _sft_microbatches(trainer, step: int):
     """The micro-batches Trainer._sft_step builds at ``step`` on this rank."""
-    from megatron_bgpo.rl.microbatches import PackingConfig, build_microbatches
-    from megatron_bgpo.training.rollout import encode_prompts
-    from megatron_bgpo.training.sft import sft_batch
-
-    cfg = trainer.cfg
     examples, positions = trainer.train_source.shard(step, trainer.dp_rank, trainer.dp_size)
-    prompts = encode_prompts(
-        trainer.tokenizer, [trainer.task.prompt_text(ex) for ex in examples], cfg.generation.max_prompt_length
-    )
-    uids = step * cfg.rl.rollout_batch_size + torch.as_tensor(positions)
-    batch = sft_batch(
-        trainer.tokenizer,
-        prompts,
-        trainer.task,
-        examples,
-        cfg.generation.gen_length,
-        uids,
-        cfg.rl.rollout_batch_size,
-    )
-    packing = PackingConfig(
-        cfg.rl.num_mc_samples,
-        cfg.rl.micro_batch_size,
-        trainer.masking,
-        seed=cfg.seed + step,
-        mask_id=trainer.tokenizer.mask_id,
-    )
-    return build_microbatches(batch, trainer.objective, packing)
+    return trainer.sft_microbatches(step, examples, positions)
 
 
 def _gradient_rank(rank: int, world: int, argv: list[str], weighted: bool) -> float:
