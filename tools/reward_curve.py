@@ -16,6 +16,8 @@ import argparse
 import math
 from pathlib import Path
 
+from megatron_bgpo.training.eval_rewards import EvalRewards, paired_gain, read_eval_rewards
+
 
 def read_metrics(path: str | Path) -> tuple[dict[int, dict], dict[int, dict]]:
     """(train rows by step, eval rows by step) of a metrics.jsonl file."""
@@ -79,19 +81,29 @@ def format_rows(rows: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def held_out_summary(evals: dict[int, dict]) -> str:
+def held_out_summary(evals: dict[int, dict], rewards: EvalRewards | None = None) -> str:
     """Held-out reward before training (step 0, --eval-at-start: the frozen control) and at the last
-    evaluation, with the difference; greedy numbers beside when the run also logged them."""
+    evaluation, with the difference; greedy numbers beside when the run also logged them. With the
+    run's per-example rewards, the difference gets its paired standard error and z = gain / SE."""
     if 0 not in evals or len(evals) < 2:
         return ""
     last = max(evals)
     lines = []
-    for key, label in (("reward_mean", "held-out reward"), ("greedy_reward_mean", "greedy held-out reward")):
+    for key, label, kind in (
+        ("reward_mean", "held-out reward", "sampled"),
+        ("greedy_reward_mean", "greedy held-out reward", "greedy"),
+    ):
         if key in evals[0] and key in evals[last]:
             before, after = evals[0][key], evals[last][key]
-            lines.append(
-                f"{label}: {before:.3f} before (step 0) -> {after:.3f} at step {last} ({after - before:+.3f})"
+            line = (
+                f"{label}: {before:.3f} before (step 0) -> {after:.3f} at step {last} ({after - before:+.3f}"
             )
+            if key == "reward_mean" and "greedy_reward_mean" not in evals[0]:
+                kind = "greedy"  # a greedy-only evaluation logs its rewards as kind greedy
+            if rewards and (kind, 0) in rewards and (kind, last) in rewards:
+                gain, se = paired_gain(rewards[(kind, 0)], rewards[(kind, last)])
+                line += f" +- {se:.3f} paired SE over {len(rewards[(kind, 0)])} examples, z {gain / se:.1f}"
+            lines.append(line + ")")
     return "\n".join(lines)
 
 
@@ -104,7 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     train, evals = read_metrics(a.metrics)
     baseline = read_metrics(a.baseline)[0] if a.baseline else None
     print(format_rows(curve_rows(train, evals, a.window, baseline)))
-    summary = held_out_summary(evals)
+    rewards_path = Path(a.metrics).with_name("eval_rewards.jsonl")
+    rewards = read_eval_rewards(rewards_path) if rewards_path.exists() else None
+    summary = held_out_summary(evals, rewards)
     if summary:
         print(summary)
 

@@ -43,6 +43,7 @@ class MetricsLogger:
         self.tb = None
         self.wandb = None
         self.jsonl = None
+        self.rewards_path: Path | None = None
         if not self.rank0:
             return
         if tensorboard_dir:
@@ -61,6 +62,7 @@ class MetricsLogger:
         if jsonl_path:
             Path(jsonl_path).parent.mkdir(parents=True, exist_ok=True)
             self.jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self.rewards_path = Path(jsonl_path).with_name("eval_rewards.jsonl")
 
     def log(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
         if not self.rank0:
@@ -82,6 +84,14 @@ class MetricsLogger:
         if self.jsonl is not None:
             self.jsonl.write(json.dumps({"step": step + 1, "split": prefix, **metrics}) + "\n")
             self.jsonl.flush()
+
+    def log_rewards(self, step: int, kind: str, rewards: list[float]) -> None:
+        """Per-example held-out rewards (``eval_rewards.jsonl`` beside metrics.jsonl, in the eval
+        set's order), so evaluations can be compared example by example (paired standard errors)."""
+        if self.rewards_path is None:
+            return
+        with open(self.rewards_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step + 1, "kind": kind, "rewards": rewards}) + "\n")
 
     def close(self) -> None:
         if self.tb is not None:

@@ -308,17 +308,18 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
         """Held-out reward and accuracy: greedy, or sampled at --eval-temperature with
-        --eval-samples-per-prompt completions per prompt (then the greedy numbers are logged beside)."""
+        --eval-samples-per-prompt completions per prompt (then the greedy numbers are logged beside).
+        Per-example rewards go to ``eval_rewards.jsonl`` (kinds ``sampled`` and ``greedy``)."""
         log = self.cfg.logging
+        greedy = self._eval_pass(step, "greedy", 0.0, 1)
         if log.eval_temperature == 0:
-            return self._eval_pass(0.0, 1)
-        greedy = self._eval_pass(0.0, 1)
+            return greedy
         return {
-            **self._eval_pass(log.eval_temperature, log.eval_samples_per_prompt),
+            **self._eval_pass(step, "sampled", log.eval_temperature, log.eval_samples_per_prompt),
             **{f"greedy_{k}": v for k, v in greedy.items()},
         }
 
-    def _eval_pass(self, temperature: float, k: int) -> dict[str, float]:
+    def _eval_pass(self, step: int, kind: str, temperature: float, k: int) -> dict[str, float]:
         from megatron_bgpo.diffusion.sampler import generate
 
         per = math.ceil(len(self.eval_examples) / self.dp_size)
@@ -343,6 +344,8 @@ class Trainer:
         texts = decode_outputs(self.tokenizer, out)
         mp_group = ps.get_model_parallel_group()  # score once per replica, broadcast to its TP/PP ranks
         scores = gather_scores(self.task, texts, shard, group=self.dp_group, mp_group=mp_group)
+        per_example = [sum(s.reward for s in scores[i : i + k]) / k for i in range(0, len(scores), k)]
+        self.logger.log_rewards(step, kind, per_example)
         return {
             "reward_mean": sum(s.reward for s in scores) / len(scores),
             "accuracy": sum(s.correct for s in scores) / len(scores),

@@ -12,6 +12,8 @@ from tests.commands import REPO, run_command
 sys.path.insert(0, str(REPO / "tools"))
 from reward_curve import curve_rows, format_rows, held_out_summary, read_metrics  # noqa: E402
 
+from megatron_bgpo.training.eval_rewards import paired_gain, read_eval_rewards  # noqa: E402
+
 
 def _write(path, rewards, evals=()):
     with open(path, "w") as f:
@@ -40,6 +42,27 @@ def test_held_out_before_and_after(tmp_path) -> None:
     train, evals = read_metrics(tmp_path / "run.jsonl")
     assert held_out_summary(evals) == "held-out reward: 0.500 before (step 0) -> 0.625 at step 2 (+0.125)"
     assert held_out_summary({2: evals[2]}) == ""  # no evaluation before the first step
+
+
+def test_paired_standard_error_by_hand(tmp_path) -> None:
+    # differences after - before: 0.5, 0, 0, 0.5 -> mean 0.25, sd sqrt(1/12), SE sqrt(1/12)/2
+    gain, se = paired_gain([0.0, 0.5, 1.0, 0.0], [0.5, 0.5, 1.0, 0.5])
+    assert gain == pytest.approx(0.25) and se == pytest.approx((1 / 12) ** 0.5 / 2)
+    path = tmp_path / "eval_rewards.jsonl"
+    path.write_text(
+        json.dumps({"step": 0, "kind": "greedy", "rewards": [0.0, 0.5, 1.0, 0.0]})
+        + "\n"
+        + json.dumps({"step": 2, "kind": "greedy", "rewards": [0.5, 0.5, 1.0, 0.5]})
+        + "\n"
+    )
+    rewards = read_eval_rewards(path)
+    evals = {0: {"reward_mean": 0.375}, 2: {"reward_mean": 0.625}}
+    assert held_out_summary(evals, rewards) == (
+        "held-out reward: 0.375 before (step 0) -> 0.625 at step 2 "
+        "(+0.250 +- 0.144 paired SE over 4 examples, z 1.7)"
+    )
+    with pytest.raises(ValueError, match="same >= 2 examples"):
+        paired_gain([0.1, 0.2], [0.3])
 
 
 def test_bad_input_is_one_error_line(tmp_path) -> None:
