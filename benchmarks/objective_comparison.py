@@ -6,11 +6,13 @@
 Every setting runs ``tools/train.py`` (torchrun, 2 gloo ranks, DP=2) from the same SFT checkpoint with
 the same rollout budget (``--steps`` x ``--prompts`` prompts x G responses, on-policy, one optimizer
 step per rollout) and seed s, so all settings of a seed see the same prompts at every step and the
-same held-out puzzles. ``frozen`` is the same run at lr 1e-12: the paired control. Per run it records
-the held-out greedy reward before the first and after the last step, the mean rollout reward over
-the last ``--window`` steps, seconds per update and per rollout, and the peak resident memory of rank 0.
-The table gives mean +- standard error over seeds of: the held-out gain (after - before), the rollout
-reward's gain over ``frozen`` (paired per step), the times and the memory.
+same held-out puzzles. The held-out evaluation (``--eval-samples`` puzzles x 4 samples at the rollout
+temperature, the same sampler noise at every evaluation) runs before the first step, on the SFT model
+(the frozen control), and after the last; the gain is the paired per-puzzle difference, with its
+standard error over puzzles (``eval_rewards.jsonl``). Per run it also records seconds per update and
+per rollout, and the peak resident memory of rank 0. The table gives mean +- standard error over
+seeds of the gain, the mean paired z (gain / its SE) and the number of seeds with z > 2, the times
+and the memory. ``frozen`` (lr 1e-12) is available as a sanity row (its gain must be ~0).
 
 Settings (``--settings`` picks a subset): BGPO at n_t = 1, 4, 16; VRPO-OL at n_t = 4 (the paper's
 largest that fit for math/planning; on this model every n_t fits, memory_vs_nt.py measures the
@@ -27,6 +29,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from megatron_bgpo.training.eval_rewards import paired_gain_at, read_eval_rewards
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,9 +63,10 @@ def run_setting(name: str, seed: int, a: argparse.Namespace) -> dict[str, float]
             "--gen-length", "32", "--block-length", "32", "--diffusion-steps", "8",
             "--group-size", str(a.group_size), "--rollout-batch-size", str(a.prompts),
             "--mini-batch-size", str(a.prompts), "--micro-batch-size", str(a.micro_batch_size),
-            "--temperature", "1.0", "--lr", str(a.lr), "--adam-beta2", "0.95",
+            "--temperature", "1.0", "--lr", str(a.lr), "--adam-beta2", "0.95", "--masking-mode", "discrete",
             "--train-steps", str(a.steps), "--log-interval", "1", "--eval-interval", str(a.steps),
-            "--eval-at-start", "true", "--seed", str(seed), "--save", str(out),
+            "--eval-at-start", "true", "--eval-temperature", "1.0", "--eval-samples-per-prompt", "4",
+            "--seed", str(seed), "--save", str(out),
             *SETTINGS[name],
         ]  # fmt: skip
         t0 = time.perf_counter()
@@ -73,12 +78,11 @@ def run_setting(name: str, seed: int, a: argparse.Namespace) -> dict[str, float]
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     train = {r["step"]: r for r in records if r["split"] == "train"}
     evals = {r["step"]: r["reward_mean"] for r in records if r["split"] == "eval"}
-    last = sorted(train)[-a.window :]
+    gain, se = paired_gain_at(read_eval_rewards(out / "eval_rewards.jsonl"), "sampled", a.steps)
     return {
         "eval_before": evals[0],
-        "eval_after": evals[a.steps],
-        "rollout": {s: train[s]["reward_mean"] for s in train},
-        "rollout_last": sum(train[s]["reward_mean"] for s in last) / len(last),
+        "gain": gain,
+        "z": gain / se if se > 0 else math.nan,
         "update_s": sum(r["update_s"] for r in train.values()) / len(train),
         "rollout_s": sum(r["rollout_s"] for r in train.values()) / len(train),
         "peak_mem_mib": max(r["peak_mem_mib"] for r in train.values()),
@@ -94,33 +98,19 @@ def mean_se(values: list[float]) -> str:
     return f"{m:+.3f} +- {sd / math.sqrt(n):.3f}"
 
 
-def table(results: dict[str, dict[int, dict]], window: int) -> str:
+def table(results: dict[str, dict[int, dict]]) -> str:
     lines = [
-        "| setting | held-out before | held-out gain (after - before) | rollout reward, last "
-        f"{window} steps, minus frozen | update s/step | rollout s/step | peak MiB |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | held-out before | held-out gain (mean +- SE over seeds) | mean paired z | seeds z > 2 "
+        "| update s/step | rollout s/step | peak MiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    frozen = results.get("frozen")
     for name, per_seed in results.items():
-        seeds = sorted(per_seed)
-        before = [per_seed[s]["eval_before"] for s in seeds]
-        gain = [per_seed[s]["eval_after"] - per_seed[s]["eval_before"] for s in seeds]
-        paired = "n/a"
-        if frozen is not None and name != "frozen" and all(s in frozen for s in seeds):
-            diffs = []
-            for s in seeds:
-                steps = sorted(per_seed[s]["rollout"])[-window:]
-                diffs.append(
-                    sum(per_seed[s]["rollout"][t] - frozen[s]["rollout"][t] for t in steps) / len(steps)
-                )
-            paired = mean_se(diffs)
-        avg = {
-            k: sum(per_seed[s][k] for s in seeds) / len(seeds)
-            for k in ("update_s", "rollout_s", "peak_mem_mib")
-        }
+        rows = [per_seed[s] for s in sorted(per_seed)]
+        avg = {k: sum(r[k] for r in rows) / len(rows) for k in ("eval_before", "z", "update_s", "rollout_s")}
         lines.append(
-            f"| {name} | {sum(before) / len(before):.3f} | {mean_se(gain)} | {paired} | "
-            f"{avg['update_s']:.2f} | {avg['rollout_s']:.2f} | {avg['peak_mem_mib']:.0f} |"
+            f"| {name} | {avg['eval_before']:.3f} | {mean_se([r['gain'] for r in rows])} | {avg['z']:.1f} | "
+            f"{sum(r['z'] > 2 for r in rows)}/{len(rows)} | {avg['update_s']:.2f} | {avg['rollout_s']:.2f} | "
+            f"{max(r['peak_mem_mib'] for r in rows):.0f} |"
         )
     return "\n".join(lines)
 
@@ -130,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sft", default="runs/tiny/sft", help="SFT checkpoint every setting starts from")
     p.add_argument("--base", default="runs/tiny/base", help="tiny-run folder with train.csv / eval.csv")
     p.add_argument("--out", default="runs/objective_comparison")
-    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument(
+        "--settings", nargs="+", default=[s for s in SETTINGS if s != "frozen"], choices=list(SETTINGS)
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--prompts", type=int, default=16, help="prompts per rollout (= per optimizer step)")
@@ -138,20 +130,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--micro-batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--eval-samples", type=int, default=256)
-    p.add_argument("--window", type=int, default=5)
     p.add_argument("--master-port", type=int, default=29531)
     p.add_argument("--rerun", action="store_true", help="rerun settings whose metrics.jsonl exists")
     a = p.parse_args(argv)
     for path in (a.sft, a.base):
         if not Path(path).is_dir():
             raise FileNotFoundError(f"{path} is not a folder (run examples/bgpo_tiny_cpu.sh first)")
-    names = (["frozen"] if "frozen" not in a.settings else []) + a.settings
-    results = {name: {s: run_setting(name, s, a) for s in a.seeds} for name in names}
+    results: dict[str, dict[int, dict]] = {name: {} for name in a.settings}
+    for seed in a.seeds:  # seed-major: the table after each seed covers every setting
+        for name in a.settings:
+            results[name][seed] = run_setting(name, seed, a)
+        print(table(results), flush=True)
     print(
         f"\n{len(a.seeds)} seeds {a.seeds}; {a.steps} steps x {a.prompts} prompts x G {a.group_size}, "
-        f"lr {a.lr}, held-out = greedy on {a.eval_samples} puzzles\n"
+        f"lr {a.lr}, held-out = {a.eval_samples} puzzles x 4 samples at temperature 1\n"
     )
-    print(table(results, a.window))
+    print(table(results))
 
 
 if __name__ == "__main__":
