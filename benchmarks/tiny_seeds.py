@@ -7,8 +7,9 @@ Each run is ``SEED=s JITTER=j bash examples/bgpo_tiny_cpu.sh`` in its own folder
 everything random (puzzles, tokenizer data, init, masks, sampling); the jitter adds N(0, j^2) noise
 to the initial weights, a stand-in for another CPU's rounding. Per run it reads the SFT and BGPO
 ``metrics.jsonl`` and prints: the SFT held-out reward (greedy), the policy's held-out reward
-(sampled, the script's paired evaluation) before BGPO (= the frozen control) and after, their
-difference, the greedy held-out reward after BGPO, and the wall time; then mean and standard deviation.
+(sampled, the script's paired evaluation) before BGPO (= the frozen control) and after, the paired
+gain with its standard error over the held-out puzzles and z = gain / SE, the greedy held-out reward
+after BGPO, and the wall time; then mean and standard deviation over the runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from megatron_bgpo.training.eval_rewards import paired_gain_at, read_eval_rewards
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,16 +46,22 @@ def run(seed: int, jitter: str, a: argparse.Namespace) -> dict[str, float]:
             ["bash", "examples/bgpo_tiny_cpu.sh"], cwd=REPO, env=env, capture_output=True, text=True
         )
         seconds = time.perf_counter() - t0
+        (out / "wall_seconds.txt").write_text(f"{seconds:.1f}\n")
         (out / "run.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
             raise SystemExit(f"error: seed {seed} jitter {jitter} failed; see {out / 'run.log'}")
+    elif (out / "wall_seconds.txt").exists():
+        seconds = float((out / "wall_seconds.txt").read_text())
     sft, bgpo = evals(out / "sft" / "metrics.jsonl"), evals(done)
     last = max(bgpo)
+    gain, se = paired_gain_at(read_eval_rewards(done.with_name("eval_rewards.jsonl")), "sampled", last)
     return {
         "sft_greedy": sft[max(sft)]["reward_mean"],
         "before": bgpo[0]["reward_mean"],
         "after": bgpo[last]["reward_mean"],
-        "gain": bgpo[last]["reward_mean"] - bgpo[0]["reward_mean"],
+        "gain": gain,
+        "se": se,
+        "z": gain / se if se > 0 else math.nan,
         "after_greedy": bgpo[last].get("greedy_reward_mean", math.nan),
         "minutes": seconds / 60,
     }
@@ -66,9 +75,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--master-port", type=int, default=29541)
     p.add_argument("--rerun", action="store_true")
     a = p.parse_args(argv)
-    keys = ("sft_greedy", "before", "after", "gain", "after_greedy", "minutes")
-    print("| seed | jitter | SFT held-out (greedy) | before BGPO | after BGPO | gain | after, greedy | min |")
-    print("|---|---|---|---|---|---|---|---|")
+    keys = ("sft_greedy", "before", "after", "gain", "se", "z", "after_greedy", "minutes")
+    print(
+        "| seed | jitter | SFT held-out (greedy) | before BGPO | after BGPO | gain | paired SE | z "
+        "| after, greedy | min |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for seed in a.seeds:
         for jitter in a.jitter:

@@ -23,6 +23,7 @@ SFT_STEPS=${SFT_STEPS:-500}
 BGPO_STEPS=${BGPO_STEPS:-30}
 BGPO_LR=${BGPO_LR:-1e-4}
 EVAL_SAMPLES=${EVAL_SAMPLES:-256}  # held-out puzzles per evaluation
+EVAL_INTERVAL=${EVAL_INTERVAL:-10}  # BGPO steps between evaluations (and one before the first, one after the last)
 TORCHRUN=("$PY" -m torch.distributed.run --nproc-per-node 2 --master-port "${MASTER_PORT:-29511}")
 export OMP_NUM_THREADS=1 PYTHONWARNINGS=ignore
 
@@ -43,7 +44,7 @@ echo "== BGPO: $BGPO_STEPS steps, TP=2 =="
 "${TORCHRUN[@]}" tools/train.py --load "$OUT/sft" --finetune true --tensor-model-parallel-size 2 \
   "${DATA[@]}" "${GEN[@]}" --objective bgpo --num-mc-samples 2 --masking-mode discrete --group-size 8 \
   --rollout-batch-size 16 --mini-batch-size 16 --micro-batch-size 32 --temperature 1.0 --lr "$BGPO_LR" \
-  --adam-beta2 0.95 --train-steps "$BGPO_STEPS" --log-interval 1 --eval-interval 10 --eval-at-start true \
+  --adam-beta2 0.95 --train-steps "$BGPO_STEPS" --log-interval 1 --eval-interval "$EVAL_INTERVAL" --eval-at-start true \
   --eval-temperature 1.0 --eval-samples-per-prompt 4 --save "$OUT/bgpo" "$@"
 
 echo "== reward curve (means over 5 steps; eval = 256 held-out puzzles, step 0 = before BGPO) =="
