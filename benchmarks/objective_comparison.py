@@ -16,7 +16,9 @@ and the memory. ``frozen`` (lr 1e-12) is available as a sanity row (its gain mus
 
 Settings (``--settings`` picks a subset): BGPO at n_t = 1, 4, 16; VRPO-OL at n_t = 4 (the paper's
 largest that fit for math/planning; on this model every n_t fits, memory_vs_nt.py measures the
-growth); diffu-GRPO (d1's one-step mean-field estimate).
+growth); diffu-GRPO (d1's one-step mean-field estimate); JustGRPO (exact AR-order likelihood, its own
+left-to-right rollouts, and the k = 4 block variant); BGPO and VRPO-OL at n_t = 4 with complementary
+mask pairs.
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ SETTINGS: dict[str, list[str]] = {
     "bgpo_nt16": ["--objective", "bgpo", "--num-mc-samples", "16"],
     "vrpo_ol_nt4": ["--objective", "vrpo_ol", "--num-mc-samples", "4"],
     "diffu_grpo": ["--objective", "diffu_grpo", "--num-mc-samples", "1"],
+    # JustGRPO: exact AR-order likelihood, rollouts decoded left to right (one-token blocks, one step
+    # per token); the block variant scores 4 tokens per pass (8 passes for the 32-token canvas).
+    "just_grpo": ["--objective", "just_grpo", "--block-length", "1", "--diffusion-steps", "32"],
+    "just_grpo_k4": ["--objective", "just_grpo", "--ar-block-length", "4"],
+    # coupled complementary masks at the same n_t (= forward passes) as bgpo_nt4 / vrpo_ol_nt4
+    "bgpo_nt4_comp": ["--objective", "bgpo", "--num-mc-samples", "4", "--mc-coupling", "complementary"],
+    "vrpo_ol_nt4_comp": ["--objective", "vrpo_ol", "--num-mc-samples", "4", "--mc-coupling", "complementary"],
 }
 
 

@@ -12,6 +12,7 @@ from megatron_bgpo.diffusion.masking import (
     MaskSample,
     counted_positions,
     item_index,
+    item_seeds,
     mc_seeds,
     sample_masks,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "elbo_terms",
     "generate",
     "item_index",
+    "item_seeds",
     "mc_mean",
     "mc_seeds",
     "sample_masks",

@@ -4,7 +4,9 @@ Units: a *canvas* is one model input row (prompt + a masked copy of the response
 unit of the objective's sum (rl/objectives.py). For ``mc_sample`` objectives (BGPO) each canvas is a
 row, so a micro-batch holds any ``micro_batch_size`` (response, j) items and memory does not depend on
 n_t. For ``response`` objectives (VRPO-OL, diffu-GRPO) a row needs all its canvases in one graph:
-VRPO-OL packs n_t canvases per response, so its micro-batch grows with n_t.
+VRPO-OL packs n_t canvases per response, so its micro-batch grows with n_t. For ``position`` objectives
+(JustGRPO) a response makes ceil(L / k) canvases, pass b revealing its first b k tokens; each is a
+row, packed like MC samples, so memory does not depend on L / k either.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from torch import Tensor
 
 from megatron_bgpo.diffusion import rng
 from megatron_bgpo.diffusion.elbo import build_masked_batch
-from megatron_bgpo.diffusion.masking import MaskingSpec, counted_positions, mc_seeds, sample_masks
+from megatron_bgpo.diffusion.masking import (
+    MaskingSpec,
+    counted_positions,
+    item_seeds,
+    mc_seeds,
+    sample_masks,
+)
 from megatron_bgpo.rl.objectives import Objective
 from megatron_bgpo.rl.rollout import RolloutBatch
 
@@ -60,11 +68,16 @@ class PackingConfig:
     mask_id: int = 126336
     prompt_mask_prob: float = 0.15  # diffu-GRPO: prompt tokens masked w.p. p (d1 uses 0.15)
     iteration: int = 0  # diffu-GRPO: a fresh prompt mask per inner iteration
+    ar_block_length: int = 1  # JustGRPO: k response tokens scored (then revealed) per pass
+
+    def __post_init__(self) -> None:
+        if self.ar_block_length < 1:
+            raise ValueError(f"ar_block_length must be >= 1, got {self.ar_block_length}")
 
 
 def _elbo_canvases(batch: RolloutBatch, resp: Tensor, j: Tensor, cfg: PackingConfig):
     sub = batch.select(resp)
-    seeds = mc_seeds(cfg.seed, sub.response_uid, j)
+    seeds = item_seeds(cfg.seed, sub.response_uid, j, cfg.masking)
     sample = sample_masks(
         counted_positions(sub.response_ids, cfg.masking), seeds, j, cfg.num_mc_samples, cfg.masking
     )
@@ -95,6 +108,27 @@ def _mean_field_canvases(batch: RolloutBatch, resp: Tensor, cfg: PackingConfig):
     )
 
 
+def _autoregressive_canvases(batch: RolloutBatch, resp: Tensor, block: Tensor, cfg: PackingConfig):
+    """JustGRPO's pass ``block`` of each response ``resp`` ([C], [C]): response tokens before
+    block * k visible, the rest MASK; log-probs scored on tokens [block * k, (block + 1) * k) that
+    ``cfg.masking.count`` counts (uncounted tokens are key-padded out, as for the ELBO)."""
+    sub = batch.select(resp)
+    counted = counted_positions(sub.response_ids, cfg.masking)
+    pos = torch.arange(sub.response_ids.shape[1]).unsqueeze(0)
+    start = (block * cfg.ar_block_length).unsqueeze(1)
+    visible = pos < start
+    scored = (pos >= start) & (pos < start + cfg.ar_block_length) & counted
+    noisy = torch.where(visible, sub.response_ids, torch.full_like(sub.response_ids, cfg.mask_id))
+    zeros = torch.zeros_like(sub.prompt_mask)
+    return (
+        torch.cat([sub.prompt_ids, noisy], 1),
+        torch.cat([sub.prompt_mask, counted], 1),
+        torch.cat([sub.prompt_ids, sub.response_ids], 1),
+        torch.cat([zeros, scored], 1),
+        sub,
+    )
+
+
 def _elbo_microbatch(mb, row_shape, advantages, loss_weight, canvas_ids, completion) -> MicroBatch:
     """A MicroBatch over the masked canvases ``mb`` (diffusion.elbo.MaskedBatch)."""
     return MicroBatch(
@@ -111,6 +145,15 @@ def _elbo_microbatch(mb, row_shape, advantages, loss_weight, canvas_ids, complet
     )
 
 
+def _token_microbatch(canvases, advantages, loss_weight, canvas_ids, completion) -> MicroBatch:
+    """A MicroBatch of per-token objectives: one row per canvas, terms [rows, L] over ``completion``;
+    ``canvases`` = (tokens, attention_mask, targets, loss_mask)."""
+    rows = canvases[0].shape[0]
+    return MicroBatch(
+        *canvases, torch.ones(rows), (rows, -1), advantages, loss_weight, canvas_ids, completion
+    )
+
+
 def build_microbatches(batch: RolloutBatch, objective: Objective, cfg: PackingConfig) -> list[MicroBatch]:
     """Micro-batches covering every row of ``batch`` for ``objective`` (rows with A = 0 are kept;
     drop zero-variance groups before calling when the objective has no KL term)."""
@@ -118,6 +161,18 @@ def build_microbatches(batch: RolloutBatch, objective: Objective, cfg: PackingCo
     prompt_len = batch.prompt_ids.shape[1]
     completion = slice(prompt_len, prompt_len + batch.response_ids.shape[1])
     out: list[MicroBatch] = []
+    if objective.row == "position":
+        passes = -(-batch.response_ids.shape[1] // cfg.ar_block_length)
+        resp_all, b_all = (
+            torch.arange(len(batch)).repeat_interleave(passes),
+            torch.arange(passes).repeat(len(batch)),
+        )
+        for start in range(0, resp_all.numel(), mbs):
+            resp, block = resp_all[start : start + mbs], b_all[start : start + mbs]
+            *canvases, sub = _autoregressive_canvases(batch, resp, block, cfg)
+            ids = torch.arange(start, start + resp.numel())
+            out.append(_token_microbatch(canvases, sub.advantages, sub.loss_weight, ids, completion))
+        return out
     if objective.row == "mc_sample":
         resp_all = torch.arange(len(batch)).repeat_interleave(n_t)
         j_all = torch.arange(n_t).repeat(len(batch))
@@ -142,19 +197,8 @@ def build_microbatches(batch: RolloutBatch, objective: Objective, cfg: PackingCo
                 )
             )
         else:
-            tokens, attn, targets, loss_mask, _ = _mean_field_canvases(batch, rows, cfg)
+            *canvases, _ = _mean_field_canvases(batch, rows, cfg)
             out.append(
-                MicroBatch(
-                    tokens,
-                    attn,
-                    targets,
-                    loss_mask,
-                    torch.ones(rows.numel()),
-                    (rows.numel(), -1),
-                    batch.advantages[rows],
-                    batch.loss_weight[rows],
-                    rows,
-                    completion,
-                )
+                _token_microbatch(canvases, batch.advantages[rows], batch.loss_weight[rows], rows, completion)
             )
     return out

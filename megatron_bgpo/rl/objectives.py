@@ -77,6 +77,30 @@ def _guarded_exp(
     return exp_d, {"overflow_guard": float(counted.sum()), "exp_rows": float(rows)}
 
 
+def _clipped_token_loss(
+    rows: RowTerms, cfg: ObjectiveConfig, name: str, default_eps: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per-token PPO loss [N, K], zero outside ``rows.valid``: -min(rho A, clip(rho, 1-eps, 1+eps) A)
+    + beta * k3(ref, cur); eps = ``cfg.clip_eps`` or ``default_eps``. Stats: the exp guard counts and
+    ``ppo_clipped`` (valid tokens with |rho - 1| > eps)."""
+    if rows.valid is None:
+        raise ValueError(f"{name} needs the per-token mask (valid)")
+    eps = default_eps if cfg.clip_eps is None else cfg.clip_eps
+    log_ratio = rows.log_ratio()
+    ratio, guard = _guarded_exp(log_ratio, cfg.max_log_ratio, rows.valid)
+    ratio = ratio.to(log_ratio.dtype)
+    a = rows.advantages.to(ratio.dtype)[:, None]
+    per_token = -torch.minimum(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a)
+    if cfg.kl_beta > 0:
+        if rows.ref_logp is None:
+            raise ValueError(f"{name} with kl_beta > 0 needs reference-policy log-probs")
+        diff = rows.ref_logp - rows.logp
+        per_token = per_token + cfg.kl_beta * (torch.exp(diff) - diff - 1)
+    clipped = ((ratio - 1).abs() > eps) & rows.valid
+    per_token = torch.where(rows.valid, per_token, torch.zeros_like(per_token))
+    return per_token, {**guard, "ppo_clipped": float(clipped.sum())}
+
+
 def bgpo(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """BGPO lower bound (spec §5.2). Row = one MC sample j of a response; logp [N] = l_theta(j).
 
@@ -131,24 +155,25 @@ def diffu_grpo(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict
     loss = sum_rows weight * row mean, with weight = 1 / (completions in the batch), i.e. d1's loss
     averaged over completions, independent of how long they are.
     """
-    if rows.valid is None:
-        raise ValueError("diffu_grpo needs the completion mask (valid)")
-    eps = 0.5 if cfg.clip_eps is None else cfg.clip_eps
-    log_ratio = rows.log_ratio()
-    ratio, guard = _guarded_exp(log_ratio, cfg.max_log_ratio, rows.valid)
-    ratio = ratio.to(log_ratio.dtype)
-    a = rows.advantages.to(ratio.dtype)[:, None]
-    per_token = -torch.minimum(ratio * a, ratio.clamp(1 - eps, 1 + eps) * a)
-    if cfg.kl_beta > 0:
-        if rows.ref_logp is None:
-            raise ValueError("diffu_grpo with kl_beta > 0 needs reference-policy log-probs")
-        diff = rows.ref_logp - rows.logp
-        per_token = per_token + cfg.kl_beta * (torch.exp(diff) - diff - 1)
+    per_token, stats = _clipped_token_loss(rows, cfg, "diffu_grpo", 0.5)
     tokens = rows.valid.sum(-1).clamp_min(1).to(per_token.dtype)
-    per_row = torch.where(rows.valid, per_token, torch.zeros_like(per_token)).sum(-1) / tokens
-    loss = (rows.weights.to(per_row.dtype) * per_row).sum()
-    clipped = ((ratio - 1).abs() > eps) & rows.valid
-    return loss, {**guard, "ppo_clipped": float(clipped.sum())}
+    per_row = per_token.sum(-1) / tokens
+    return (rows.weights.to(per_row.dtype) * per_row).sum(), stats
+
+
+def just_grpo(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """JustGRPO (LeapLabTHU/JustGRPO ``grpo.py::logprob_loss``): GRPO on the exact autoregressive-order
+    likelihood. Row = one pass over one response: logp [N, L] per-token log-probs of the tokens this pass
+    scores (``valid`` [N, L]: block b of k tokens, given the prompt, the earlier tokens and a fully
+    masked remainder; k = 1 is JustGRPO), so a response's L/k rows sum to its full likelihood.
+
+    per token: -min(rho A, clip(rho, 1-eps, 1+eps) A) + beta * k3, eps = 0.2 by default (JustGRPO);
+    per row: sum over its valid tokens / L (JustGRPO's ``scale = 1 / gen_length``);
+    loss = sum_rows weight * row loss (weight fixed per response: 1 / (G * prompts) in the loop).
+    """
+    per_token, stats = _clipped_token_loss(rows, cfg, "just_grpo", 0.2)
+    per_row = per_token.sum(-1) / rows.logp.shape[-1]
+    return (rows.weights.to(per_row.dtype) * per_row).sum(), stats
 
 
 def elbo_sft(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, float]]:
@@ -171,8 +196,8 @@ class Objective:
 
     name: str
     fn: ObjectiveFn
-    row: Literal["mc_sample", "response"]  # what one row (and one gradient-accumulation unit) is
-    likelihood: Literal["elbo", "masked_ce", "mean_field"]  # how logp is estimated
+    row: Literal["mc_sample", "response", "position"]  # one row (and one gradient-accumulation unit)
+    likelihood: Literal["elbo", "masked_ce", "mean_field", "autoregressive"]  # how logp is estimated
     supervised: bool = False  # trains on the task's reference completions instead of rollouts
 
 
@@ -195,5 +220,6 @@ def get_objective(name: str) -> Objective:
 register(Objective("bgpo", bgpo, row="mc_sample", likelihood="elbo"))
 register(Objective("vrpo_ol", vrpo_ol, row="response", likelihood="elbo"))
 register(Objective("diffu_grpo", diffu_grpo, row="response", likelihood="mean_field"))
+register(Objective("just_grpo", just_grpo, row="position", likelihood="autoregressive"))
 register(Objective("elbo_sft", elbo_sft, row="mc_sample", likelihood="elbo", supervised=True))
 register(Objective("masked_sft", elbo_sft, row="mc_sample", likelihood="masked_ce", supervised=True))

@@ -62,6 +62,8 @@ class RLArgs:
     masking_eps: float = 1e-3
     elbo_tokens: str = "canvas"  # canvas (incl. EOS padding) | first_eos
     mc_t_sampling: str = "stratified"  # stratified (t_j in [j/n_t, (j+1)/n_t)) | iid (U[0,1] per sample)
+    mc_coupling: str = "independent"  # independent | complementary (pairs of complementary masks)
+    ar_block_length: int = 1  # just_grpo: response tokens scored per pass (1 = JustGRPO)
     bound: str = "both"  # BGPO: both | taylor | jensen
     max_log_ratio: float = 20.0
     clip_eps: float | None = None
@@ -94,6 +96,15 @@ class RLArgs:
             self.mc_t_sampling in ("stratified", "iid"),
             f"--mc-t-sampling must be stratified or iid, got {self.mc_t_sampling!r}",
         )
+        _check(
+            self.mc_coupling in ("independent", "complementary"),
+            f"--mc-coupling must be independent or complementary, got {self.mc_coupling!r}",
+        )
+        _check(
+            self.mc_coupling == "independent" or self.num_mc_samples % 2 == 0,
+            f"--mc-coupling complementary needs an even --num-mc-samples, got {self.num_mc_samples}",
+        )
+        _check(self.ar_block_length >= 1, f"--ar-block-length must be >= 1, got {self.ar_block_length}")
 
     @property
     def updates_per_rollout(self) -> int:
@@ -119,6 +130,7 @@ class RLArgs:
             stratified=self.mc_t_sampling == "stratified",
             count=self.elbo_tokens,
             eos_id=eos_id,
+            coupling=self.mc_coupling,
         )
 
 

@@ -178,6 +178,7 @@ class Trainer:
                 seed=cfg.seed + step,
                 mask_id=self.tokenizer.mask_id,
                 iteration=u,
+                ar_block_length=rl.ar_block_length,
             )
             minibatches.append(build_microbatches(sub, self.objective, packing))
         if not rl.on_policy:  # old-policy terms once per rollout batch, same seeded masks
@@ -213,7 +214,7 @@ class Trainer:
             "clamp_fraction": counts["overflow_guard"] / max(counts["exp_rows"], 1.0),
             **(
                 {"ppo_clip_fraction": counts["ppo_clipped"] / max(counts["exp_rows"], 1.0)}
-                if rl.objective == "diffu_grpo"
+                if rl.objective in ("diffu_grpo", "just_grpo")
                 else {}
             ),
         }

@@ -5,7 +5,8 @@ log-probs of the masked tokens under mask m (|m| = k of L):
   continuous, eps floor:  (1 / (1 - eps)) * int_eps^1 sum_m S_m p^(k-1) (1-p)^(L-k) dp   (Gauss-Legendre,
                           exact for this polynomial)
   discrete:               sum_m S_m / (k * C(L, k))
-and the two agree at eps = 0.
+and the two agree at eps = 0. Complementary coupling's continuous levels lie in [eps, 1 - eps]: the same
+integral over that interval (normalised by its length).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from megatron_bgpo.diffusion.masking import (
     MaskSample,
     counted_positions,
     item_index,
+    item_seeds,
     mc_seeds,
     sample_masks,
 )
@@ -77,18 +79,23 @@ def _exact(model, r: int, spec: MaskingSpec) -> dict[str, float]:
     k = masks.sum(1).numpy()
     nodes, wts = np.polynomial.legendre.leggauss(16)
 
-    def continuous(eps: float) -> float:
-        p = eps + (1 - eps) * (nodes + 1) / 2  # map [-1, 1] -> [eps, 1]
+    def continuous(eps: float, hi: float = 1.0) -> float:
+        p = eps + (hi - eps) * (nodes + 1) / 2  # map [-1, 1] -> [eps, hi]
         dens = np.array(
             [
                 sum(s * pi ** (kk - 1) * (1 - pi) ** (big_l - kk) for s, kk in zip(s_m, k, strict=True) if kk)
                 for pi in p
             ]
         )
-        return float((wts * dens).sum() / 2)  # (1 - eps) / 2 Jacobian cancels the 1 / (1 - eps)
+        return float((wts * dens).sum() / 2)  # (hi - eps) / 2 Jacobian cancels the 1 / (hi - eps)
 
     discrete = sum(s / (kk * math.comb(big_l, int(kk))) for s, kk in zip(s_m, k, strict=True) if kk)
-    return {"continuous": continuous(spec.eps), "continuous0": continuous(0.0), "discrete": float(discrete)}
+    hi = 1.0 - spec.eps if spec.coupling == "complementary" else 1.0
+    return {
+        "continuous": continuous(spec.eps, hi),
+        "continuous0": continuous(0.0),
+        "discrete": float(discrete),
+    }
 
 
 SPECS = {
@@ -100,6 +107,14 @@ SPECS = {
     "discrete_plain": MaskingSpec(mode="discrete", stratified=False, eos_id=EOS),
     "discrete_first_eos": MaskingSpec(mode="discrete", count="first_eos", eos_id=EOS),
     "continuous_first_eos": MaskingSpec(mode="continuous", count="first_eos", eos_id=EOS),
+    "continuous_comp": MaskingSpec(mode="continuous", eps=0.05, coupling="complementary", eos_id=EOS),
+    "continuous_comp_iid": MaskingSpec(
+        mode="continuous", eps=1e-3, stratified=False, coupling="complementary", eos_id=EOS
+    ),
+    "discrete_comp": MaskingSpec(mode="discrete", coupling="complementary", eos_id=EOS),
+    "discrete_comp_first_eos": MaskingSpec(
+        mode="discrete", count="first_eos", stratified=False, coupling="complementary", eos_id=EOS
+    ),
 }
 
 
@@ -109,7 +124,8 @@ def _mc(model, spec: MaskingSpec, n_t: int, reps: int, seed: int = 0):
     resp_idx, j = item_index(n_resp, n_t)
     rows = resp_idx % len(RESPONSES)
     response_ids = RESPONSES[rows]
-    sample = sample_masks(counted_positions(response_ids, spec), mc_seeds(seed, resp_idx, j), j, n_t, spec)
+    seeds = item_seeds(seed, resp_idx, j, spec)
+    sample = sample_masks(counted_positions(response_ids, spec), seeds, j, n_t, spec)
     terms = _evaluate(model, rows, sample, response_ids)
     return mc_mean(terms, resp_idx, n_resp).view(reps, len(RESPONSES)).T
 
@@ -142,6 +158,50 @@ def test_stratification_reduces_variance():
             lp = -(1.0 + 4.0 * frac).expand(-1, length)
             var[strat] = float(mc_mean(elbo_terms(lp, smp.mask, smp.weight).double(), resp_idx, reps).var())
         assert var[True] < 0.5 * var[False], (mode, var)
+
+
+@pytest.mark.parametrize("mode", ["continuous", "discrete"])
+def test_complementary_pairs_partition_the_counted_tokens(mode):
+    """Items 2m and 2m + 1 mask disjoint sets whose union is every counted token; weights 1/p, 1/(1-p)
+    (continuous) or (L+1)/c, (L+1)/(L-c) (discrete); n_t odd is refused."""
+    spec = MaskingSpec(mode=mode, eps=0.05, count="first_eos", coupling="complementary", eos_id=EOS)
+    resp_idx, j = item_index(3, 6)
+    response_ids = RESPONSES[resp_idx]
+    counted = counted_positions(response_ids, spec)
+    smp = sample_masks(counted, item_seeds(9, resp_idx, j, spec), j, 6, spec)
+    a, b = smp.mask[0::2], smp.mask[1::2]
+    assert not (a & b).any() and torch.equal(a | b, counted[0::2])
+    n = counted.sum(1).double()
+    if mode == "continuous":
+        torch.testing.assert_close(smp.level[0::2] + smp.level[1::2], torch.ones(9, dtype=torch.float64))
+        assert ((smp.level >= 0.05) & (smp.level <= 0.95)).all()
+        torch.testing.assert_close(smp.weight.double(), 1.0 / smp.level, rtol=1e-6, atol=0)
+    else:
+        c = smp.mask.sum(1).double()
+        expect = torch.where(c > 0, (n + 1) / c.clamp(min=1), torch.zeros_like(c))
+        torch.testing.assert_close(smp.weight.double(), expect, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="even number of MC samples"):
+        sample_masks(counted[:5], item_seeds(9, resp_idx[:5], j[:5], spec), j[:5], 5, spec)
+
+
+def test_complementary_lowers_variance_at_equal_passes():
+    """Same n_t = 4 forward passes per response, log p of a token worse the more of the response is
+    masked (as in test_stratification_reduces_variance): complementary pairs (stratified over pairs)
+    beat independent masks, stratified or i.i.d. (benchmarks/mc_coupling_variance.py measures more)."""
+    n_t, reps, length = 4, 400, 32
+    resp_idx, j = item_index(reps, n_t)
+    counted = torch.ones(len(j), length, dtype=torch.bool)
+    a = 0.2 + 2.8 * torch.rand(length, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for mode in ("continuous", "discrete"):
+        var = {}
+        for coupling, strat in (("independent", False), ("independent", True), ("complementary", True)):
+            spec = MaskingSpec(mode=mode, eps=0.05, stratified=strat, coupling=coupling)
+            smp = sample_masks(counted, item_seeds(2, resp_idx, j, spec), j, n_t, spec)
+            lp = -a * (1.0 + 4.0 * smp.mask.double().mean(1, keepdim=True))
+            terms = elbo_terms(lp, smp.mask, smp.weight).double()
+            var[coupling, strat] = float(mc_mean(terms, resp_idx, reps).var())
+        assert var["complementary", True] < 0.5 * var["independent", True], (mode, var)
+        assert var["complementary", True] < 0.2 * var["independent", False], (mode, var)
 
 
 def test_same_seed_same_term_under_another_policy(model):

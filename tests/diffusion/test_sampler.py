@@ -84,6 +84,15 @@ def test_trace_follows_schedule(model):
         assert ((tr >= 3 * b) & (tr < 3 * b + 3)).all()
 
 
+def test_one_token_blocks_decode_left_to_right(model):
+    """JustGRPO's rollout order (block_length 1, steps = gen_length): step s commits token s, and the
+    tokens equal LLaDA generate.py with the same arguments (sampled, so order is all that is fixed)."""
+    cfg = base_cfg(gen_length=8, steps=8, block_length=1, temperature=1.0)
+    out = generate(model, prompts(), cfg, seed=7)
+    assert torch.equal(out.trace, torch.arange(8).expand(3, -1))
+    assert torch.equal(out.tokens, reference(model, prompts(), cfg, seed=7))
+
+
 def test_row_independent_of_batch(model):
     cfg = base_cfg(temperature=0.9)
     pr = prompts()

@@ -41,9 +41,10 @@ def _rollout() -> RolloutBatch:
     )
 
 
-def _packing(mbs: int) -> PackingConfig:
+def _packing(mbs: int, ar_block: int = 1) -> PackingConfig:
     cfg = get_preset(PRESET)
-    return PackingConfig(N_T, mbs, MaskingSpec(eos_id=cfg.eos_token_id), seed=5, mask_id=cfg.mask_token_id)
+    spec = MaskingSpec(eos_id=cfg.eos_token_id)
+    return PackingConfig(N_T, mbs, spec, seed=5, mask_id=cfg.mask_token_id, ar_block_length=ar_block)
 
 
 def _objective_cfg(name: str) -> ObjectiveConfig:
@@ -63,7 +64,14 @@ def _merge_tp(m, shards: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _update_rank(
-    rank: int, world: int, tp: int, pp: int, mbs: int, objective_name: str = "bgpo", off_policy: bool = False
+    rank: int,
+    world: int,
+    tp: int,
+    pp: int,
+    mbs: int,
+    objective_name: str = "bgpo",
+    off_policy: bool = False,
+    ar_block: int = 1,
 ) -> dict:
     from megatron.core import parallel_state as ps
 
@@ -74,7 +82,7 @@ def _update_rank(
     per = len(batch) // dp
     local = batch.select(torch.arange(dp_rank * per, (dp_rank + 1) * per))
     objective = get_objective(objective_name)
-    microbatches = build_microbatches(local, objective, _packing(mbs))
+    microbatches = build_microbatches(local, objective, _packing(mbs, ar_block))
     if off_policy:  # old terms from a forward-only pass; at theta = theta_old the update is on-policy
         attach_policy_terms(model, microbatches, objective, s.tp_group)
     zero_grads(model)
@@ -132,12 +140,16 @@ def _oracle_grads(objective_name: str = "bgpo") -> tuple[dict, float]:
         rows = RowTerms(lp[:, done], mb.advantages, mb.loss_weight, valid=mb.loss_mask[:, done])
     loss, _ = objective.fn(rows, _objective_cfg(objective_name))
     loss.backward()
-    hf_grads = {k: v.grad for k, v in weights.items()}
+    return hf_to_logical(cfg, {k: v.grad for k, v in weights.items()}), loss.item()
+
+
+def hf_to_logical(cfg, hf_grads: dict[str, torch.Tensor]) -> dict:
+    """HF-named gradients -> {(megatron name, layer): logical TP=1 tensor}, as _logical_grads keys them."""
     logical = {}
     for m in MAPPINGS:
         for layer in range(cfg.n_layers) if m.per_layer else [None]:
             logical[(m.megatron, layer)] = read_local(m, cfg, layer, dict_reader(hf_grads))
-    return logical, loss.item()
+    return logical
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,12 @@ RECIPES = sorted((Path(__file__).resolve().parents[2] / "examples" / "recipes").
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipes_parse(recipe: Path) -> None:
     cfg = parse_args(["--config", str(recipe)])
+    if recipe.name.startswith("just_grpo"):  # JustGRPO's own settings: AR rollouts, lr 5e-6
+        assert cfg.rl.objective == "just_grpo" and cfg.rl.ar_block_length == 1
+        assert cfg.generation.block_length == 1 and cfg.optim.lr == 5e-6
+        return
     assert cfg.rl.objective == "bgpo" and cfg.generation.block_length == 32 and cfg.optim.lr == 5e-7
+    assert cfg.rl.mc_coupling == ("complementary" if "complementary" in recipe.name else "independent")
 
 
 def test_flags_override_recipe_and_megatron_aliases() -> None:
@@ -51,6 +56,12 @@ def test_flags_override_recipe_and_megatron_aliases() -> None:
         (["--params-dtype", "fp8"], "--params-dtype must be fp32 or bf16"),
         (["--config", "/no/such.yaml"], "recipe not found"),
         (["--mc-t-sampling", "sobol"], "--mc-t-sampling must be stratified or iid, got 'sobol'"),
+        (["--mc-coupling", "antithetic"], "--mc-coupling must be independent or complementary"),
+        (
+            ["--mc-coupling", "complementary", "--num-mc-samples", "3"],
+            "--mc-coupling complementary needs an even --num-mc-samples, got 3",
+        ),
+        (["--ar-block-length", "0"], "--ar-block-length must be >= 1, got 0"),
         (["--elbo-tokens", "answer"], "--elbo-tokens: 'answer'"),
         (["--eval-gen-length", "500"], "--eval-gen-length \\(500\\) must be a multiple of --block-length"),
         (["--eval-gen-length", "512", "--eval-diffusion-steps", "24"], "--eval-diffusion-steps \\(24\\)"),

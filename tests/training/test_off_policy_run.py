@@ -46,11 +46,24 @@ def _run_rank(rank: int, world: int, argv: list[str]) -> dict:
     return out
 
 
-@pytest.mark.parametrize("objective,clip", [("bgpo", 1e-4), ("diffu_grpo", 1e-4), ("bgpo", 0.0)])
-def test_off_policy_run_metrics_and_schedule(files, tmp_path: Path, objective: str, clip: float) -> None:
+@pytest.mark.parametrize(
+    "objective,clip,extra",
+    [
+        ("bgpo", 1e-4, {}),
+        ("diffu_grpo", 1e-4, {}),
+        ("bgpo", 0.0, {}),
+        ("just_grpo", 1e-4, {"ar_block_length": 4}),  # 4 passes of 4 tokens per response
+        ("bgpo", 1e-4, {"mc_coupling": "complementary", "num_mc_samples": 2}),
+    ],
+    ids=["bgpo", "diffu_grpo", "bgpo-no-clip", "just_grpo-k4", "bgpo-complementary"],
+)
+def test_off_policy_run_metrics_and_schedule(
+    files, tmp_path: Path, objective: str, clip: float, extra: dict
+) -> None:
     save = tmp_path / "ckpt"
     argv = flags(
         files,
+        **extra,
         task=DENSE_TASK,
         objective=objective,
         tensor_model_parallel_size=2,
@@ -85,7 +98,7 @@ def test_off_policy_run_metrics_and_schedule(files, tmp_path: Path, objective: s
         assert r["clamp_fraction"] == 0.0 and r["overflow_guard"] == 0.0
         assert r["grad_norm"] > 1e-4  # the pre-clip norm
         assert r["grad_clipped_fraction"] == (1.0 if clip else 0.0)
-    if objective == "diffu_grpo":
+    if objective in ("diffu_grpo", "just_grpo"):
         assert all(0.0 <= r["ppo_clip_fraction"] <= 1.0 for r in train)
 
 
