@@ -46,8 +46,10 @@ def _run(out: Path, seed: int) -> tuple[float, float, float]:
 @pytest.mark.slow
 def test_tiny_recipe_beats_its_frozen_control_at_two_seeds(tmp_path: Path) -> None:
     results = {seed: _run(tmp_path / f"seed{seed}", seed) for seed in (1, 2)}
-    report = ", ".join(f"seed {s}: SFT {r[0]:.3f}, gain {r[1]:+.3f} +- {r[2]:.3f}" for s, r in results.items())
-    for sft_reward, gain, se in results.values():
+    report = ", ".join(
+        f"seed {s}: SFT {r[0]:.3f}, gain {r[1]:+.3f} +- {r[2]:.3f}" for s, r in results.items()
+    )
+    for sft_reward, gain, _ in results.values():
         assert sft_reward > 0.4, report  # chance is 0.25 per empty cell
         assert gain > 0, report
     # Both seeds together: the pooled gain must clear 2 pooled standard errors.
