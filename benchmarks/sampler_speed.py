@@ -125,22 +125,21 @@ def _single_process_env() -> None:
 
 def megatron_task(args: argparse.Namespace) -> BenchTask:
     """The LLaDA Megatron-Core model (tiny shape, copy-task vocabulary) on one process, TP1 PP1."""
-    from megatron_bgpo.models.llada import build_model_chunks, get_preset, llada_forward
-    from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
-    from megatron_bgpo.parallel import ParallelConfig, init_distributed, initialize_model_parallel, set_seed
+    from megatron_bgpo.models.llada import get_preset, llada_forward
+    from megatron_bgpo.parallel import ParallelConfig, init_distributed, parallel_groups, set_seed
+    from megatron_bgpo.training.policy import Policy
 
     _single_process_env()
-    init_distributed()
     parallel = ParallelConfig()
-    pgs = initialize_model_parallel(parallel)
+    groups = parallel_groups(parallel, init_distributed())
     set_seed(0)
     cfg = get_preset("tiny").replace(
         vocab_size=VOCAB, embedding_size=16, mask_token_id=MASK, eos_token_id=EOS, pad_token_id=PAD
     )
-    (chunk,) = build_model_chunks(cfg, parallel, pgs)
-    chunk = chunk.to(torch.device(args.device))
+    policy = Policy.build(cfg, parallel, groups, torch.float32)
+    chunk = policy.model[0].to(torch.device(args.device))
     _load_or_train(chunk, lambda t, a, p: llada_forward(chunk, t, a)[..., :VOCAB], args)
-    den = MegatronDenoiser([chunk.eval()], cfg)
+    den = policy.denoiser  # over the same (now trained) chunk
     prompts, answers = _eval_batch(args)
     return BenchTask(den, prompts, MASK, EOS, answers, den.vocab_shard(), den.pipeline_comm())
 

@@ -46,16 +46,16 @@ def main() -> None:
         tasks.append((name, path))
 
     import torch
-    from megatron.core import parallel_state as ps
 
-    from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig, generate
-    from megatron_bgpo.models.llada.inference import decode_outputs, load_for_inference
-    from megatron_bgpo.parallel import ParallelConfig
+    from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig
+    from megatron_bgpo.models.llada.inference import decode_outputs
+    from megatron_bgpo.parallel import ParallelConfig, destroy_model_parallel
     from megatron_bgpo.tasks import get_task
     from megatron_bgpo.tasks.evaluation import evaluate_generations, select_examples
     from megatron_bgpo.tokenizer import REASONING_PREFILL
+    from megatron_bgpo.training.policy import load_for_inference
 
-    _, tokenizer, denoiser = load_for_inference(
+    tokenizer, policy = load_for_inference(
         args.load, args.tokenizer, ParallelConfig(args.tp, args.pp), args.params_dtype, args.seed
     )
     sampler = SamplerConfig(
@@ -70,7 +70,7 @@ def main() -> None:
         prefix_cache=args.prefix_cache,
     )
     prefill = "" if args.no_prefill else REASONING_PREFILL
-    dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
+    dp_rank, dp_size = policy.groups.dp_rank, policy.groups.dp_size
     runs = []
     for name, path in tasks:
         task = get_task(name)
@@ -80,18 +80,11 @@ def main() -> None:
         for start in range(0, max(len(mine), 1), args.batch_size):
             batch = mine[start : start + args.batch_size] or examples[:1]  # every rank joins each call
             ids = [tokenizer.encode(task.prompt_text(ex, prefill=not args.no_prefill)) for ex in batch]
-            out = generate(
-                denoiser,
-                Prompts.from_lists(ids, pad_id=tokenizer.pad_id),
-                sampler,
-                seed=args.seed,
-                vocab=denoiser.vocab_shard(),
-                pipeline=denoiser.pipeline_comm(),
-            )
+            out = policy.generate(Prompts.from_lists(ids, pad_id=tokenizer.pad_id), sampler, seed=args.seed)
             texts = decode_outputs(tokenizer, out)
             completions += texts[: len(mine[start : start + args.batch_size])]
         gathered: list = [None] * dp_size
-        torch.distributed.all_gather_object(gathered, completions, group=ps.get_data_parallel_group())
+        torch.distributed.all_gather_object(gathered, completions, group=policy.groups.dp)
         ordered = [None] * len(examples)
         for rank, part in enumerate(gathered):
             ordered[rank::dp_size] = part
@@ -103,8 +96,7 @@ def main() -> None:
         for e in evaluations:
             print(f"{e.task}: n={e.n} accuracy={100 * e.accuracy:.1f} mean_reward={e.mean_reward:.3f}")
         print(table, flush=True)
-    ps.destroy_model_parallel()
-    torch.distributed.destroy_process_group()
+    destroy_model_parallel()
 
 
 if __name__ == "__main__":

@@ -67,13 +67,13 @@ def main() -> None:
     conversations = read_prompts(args)
 
     import torch
-    from megatron.core import parallel_state as ps
 
-    from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig, generate
-    from megatron_bgpo.models.llada.inference import decode_outputs, load_for_inference
-    from megatron_bgpo.parallel import ParallelConfig
+    from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig
+    from megatron_bgpo.models.llada.inference import decode_outputs
+    from megatron_bgpo.parallel import ParallelConfig, destroy_model_parallel
+    from megatron_bgpo.training.policy import load_for_inference
 
-    _, tokenizer, denoiser = load_for_inference(
+    tokenizer, policy = load_for_inference(
         args.load, args.tokenizer, ParallelConfig(args.tp, args.pp), args.params_dtype, args.seed
     )
     texts = [tokenizer.apply_chat_template(m, prefill=args.prefill) for m in conversations]
@@ -91,21 +91,13 @@ def main() -> None:
         threshold=args.threshold,
         prefix_cache=args.prefix_cache,
     )
-    out = generate(
-        denoiser,
-        prompts,
-        sampler,
-        seed=args.seed,
-        vocab=denoiser.vocab_shard(),
-        pipeline=denoiser.pipeline_comm(),
-    )
+    out = policy.generate(prompts, sampler, seed=args.seed)
     if torch.distributed.get_rank() == 0:
         for conv, text, n in zip(conversations, decode_outputs(tokenizer, out), out.lengths, strict=True):
             print(f"### {conv[-1]['content'][:200]}")
             print(args.prefill + text)
             print(f"[{int(n)} tokens, {out.nfe} denoiser calls]", flush=True)
-    ps.destroy_model_parallel()
-    torch.distributed.destroy_process_group()
+    destroy_model_parallel()
 
 
 if __name__ == "__main__":

@@ -59,6 +59,15 @@ _CUDA_ALLOCATING_MODULES = (
 _FACTORIES = ("zeros", "ones", "empty", "full", "tensor", "as_tensor", "arange", "randn", "rand", "randint")
 
 
+def default_device() -> torch.device:
+    """The device this process computes on: its current CUDA device, else the CPU."""
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
+
+
 def _is_cuda(device: object) -> bool:
     return (isinstance(device, str) and device.startswith("cuda")) or (
         isinstance(device, torch.device) and device.type == "cuda"

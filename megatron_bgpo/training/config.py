@@ -121,6 +121,18 @@ class RLArgs:
             eos_id=eos_id,
         )
 
+    def objective_config(self):
+        """The objective's hyper-parameters (rl/objectives.py `ObjectiveConfig`)."""
+        from megatron_bgpo.rl.objectives import ObjectiveConfig
+
+        return ObjectiveConfig(
+            num_mc_samples=self.num_mc_samples,
+            bound=self.bound,
+            max_log_ratio=self.max_log_ratio,
+            clip_eps=self.clip_eps,
+            kl_beta=self.kl_beta,
+        )
+
 
 @dataclass(frozen=True)
 class GenerationArgs:
@@ -161,6 +173,22 @@ class GenerationArgs:
     @property
     def eval_steps(self) -> int:
         return self.diffusion_steps if self.eval_diffusion_steps is None else self.eval_diffusion_steps
+
+    def sampler(self, tokenizer):
+        """The rollout `SamplerConfig` (mask/EOS/stop ids from ``tokenizer``)."""
+        from megatron_bgpo.diffusion.sampler import SamplerConfig
+
+        return SamplerConfig(
+            gen_length=self.gen_length,
+            steps=self.diffusion_steps,
+            block_length=self.block_length,
+            temperature=self.temperature,
+            remasking=self.remasking,
+            cfg_scale=self.cfg_scale,
+            mask_id=tokenizer.mask_id,
+            eos_id=tokenizer.eos_id,
+            stop_ids=(tokenizer.eot_id,),
+        )
 
 
 @dataclass(frozen=True)
