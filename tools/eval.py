@@ -2,7 +2,7 @@
 
     torchrun --nproc-per-node 8 tools/eval.py --load ckpt/llada-8b --tp 8 \\
         --task math500=../shared/data/math500_test.jsonl --task gsm8k=../shared/data/gsm8k_test.jsonl \\
-        --gen-length 512 --steps 512 --block-length 32 --output eval/llada.jsonl
+        --gen-length 512 --diffusion-steps 512 --block-length 32 --output eval/llada.jsonl
 
 Paper settings (spec §2, §5.6): block 32, greedy (temperature 0), low-confidence remasking, the
 ``<reasoning>`` prefill after the chat template. ``--task NAME=PATH`` may repeat; ``--limit`` and
@@ -13,6 +13,8 @@ ranks split the prompts; TP/PP ranks share them. An HF folder is converted first
 from __future__ import annotations
 
 import argparse
+
+from megatron_bgpo.cli import renamed_flag
 
 
 def main() -> None:
@@ -25,7 +27,10 @@ def main() -> None:
     p.add_argument("--tp", "--tensor-model-parallel-size", dest="tp", type=int, default=1)
     p.add_argument("--pp", "--pipeline-model-parallel-size", dest="pp", type=int, default=1)
     p.add_argument("--gen-length", type=int, default=256)
-    p.add_argument("--steps", type=int, default=None, help="default: gen_length / 2 (d1's evaluation)")
+    p.add_argument(
+        "--diffusion-steps", type=int, default=None, help="default: gen_length / 2 (d1's evaluation)"
+    )
+    renamed_flag(p, "--steps", "--diffusion-steps")
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call per DP rank")
     p.add_argument("--limit", type=int, default=None)
@@ -60,7 +65,7 @@ def main() -> None:
     )
     sampler = SamplerConfig(
         gen_length=args.gen_length,
-        steps=args.steps or args.gen_length // 2,
+        steps=args.diffusion_steps or args.gen_length // 2,
         block_length=args.block_length,
         temperature=0.0,
         mask_id=tokenizer.mask_id,

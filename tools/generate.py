@@ -2,7 +2,7 @@
 
     torchrun --nproc-per-node 2 tools/generate.py --load runs/tiny/bgpo --tp 2 --prompt "Solve ..."
     torchrun --nproc-per-node 8 tools/generate.py --load ckpt/llada-8b --tp 8 --prompts-file q.jsonl \\
-        --gen-length 256 --steps 128 --block-length 32
+        --gen-length 256 --diffusion-steps 128 --block-length 32
 
 An HF folder is converted first with ``tools/convert_hf.py import``. ``--prompts-file`` is JSONL with a
 "prompt" (user message) or "messages" (chat) field per line.
@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from megatron_bgpo.cli import renamed_flag
 
 
 def read_prompts(args: argparse.Namespace) -> list[list[dict[str, str]]]:
@@ -51,7 +53,8 @@ def main() -> None:
     p.add_argument("--tp", "--tensor-model-parallel-size", dest="tp", type=int, default=1)
     p.add_argument("--pp", "--pipeline-model-parallel-size", dest="pp", type=int, default=1)
     p.add_argument("--gen-length", type=int, default=128)
-    p.add_argument("--steps", type=int, default=128)
+    p.add_argument("--diffusion-steps", type=int, default=128)
+    renamed_flag(p, "--steps", "--diffusion-steps")
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--cfg-scale", type=float, default=0.0)
@@ -80,7 +83,7 @@ def main() -> None:
     prompts = Prompts.from_lists([tokenizer.encode(t) for t in texts], pad_id=tokenizer.pad_id)
     sampler = SamplerConfig(
         gen_length=args.gen_length,
-        steps=args.steps,
+        steps=args.diffusion_steps,
         block_length=args.block_length,
         temperature=args.temperature,
         cfg_scale=args.cfg_scale,

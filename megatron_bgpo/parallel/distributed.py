@@ -76,7 +76,7 @@ def init_distributed(backend: str | None = None, timeout_minutes: int = 30) -> D
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "gloo" if cpu_compat.cpu_mode() else "nccl"
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)

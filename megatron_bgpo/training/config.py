@@ -86,6 +86,11 @@ class RLArgs:
             f"({self.mini_batch_size})",
         )
         _at_least(self, 0.0, "kl_beta", "advantage_eps")
+        _check(
+            self.kl_beta == 0,
+            f"--kl-beta {self.kl_beta} is not supported: training keeps no frozen reference model, so "
+            "nothing computes the KL term's reference ELBO terms; use --kl-beta 0 (the default, as BGPO)",
+        )
         _check(0 < self.masking_eps < 1, f"--masking-eps must be in (0, 1), got {self.masking_eps}")
         _check(self.max_log_ratio > 0, f"--max-log-ratio must be > 0, got {self.max_log_ratio}")
         _check(self.masking_mode in ("continuous", "discrete"), f"--masking-mode: {self.masking_mode!r}")

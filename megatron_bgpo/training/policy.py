@@ -17,6 +17,7 @@ import torch
 from megatron_bgpo.diffusion.sampler import Prompts, SampleOutput, SamplerConfig, generate
 from megatron_bgpo.models.llada import LLaDAConfig, build_model_chunks, validate_layout
 from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
+from megatron_bgpo.parallel import cpu_compat
 from megatron_bgpo.parallel.ddp import wrap_ddp, zero_grads
 from megatron_bgpo.parallel.distributed import ParallelConfig
 from megatron_bgpo.parallel.groups import ParallelGroups
@@ -232,7 +233,7 @@ def load_for_inference(
 ):
     """Initialise distributed state and load checkpoint ``load`` at ``parallel`` for generation.
 
-    Returns (Tokenizer, Policy). bf16 is used only with CUDA.
+    Returns (Tokenizer, Policy). bf16 is used only with CUDA (fp32 on CPU, with a warning).
     """
     from megatron_bgpo.checkpointing.megatron_io import read_checkpoint_config
     from megatron_bgpo.parallel import init_distributed, parallel_groups, set_seed
@@ -243,5 +244,5 @@ def load_for_inference(
     set_seed(seed)  # also seeds megatron's model-parallel RNG tracker, which the forward uses
     tokenizer = load_tokenizer(tokenizer_path or load)
     tokenizer.check_model_vocab(read_checkpoint_config(load).embedding_size)
-    dtype = params_dtype(dtype_name) if torch.cuda.is_available() else torch.float32
+    dtype = cpu_compat.inference_dtype(params_dtype(dtype_name))
     return tokenizer, Policy.from_checkpoint(load, parallel, groups, dtype)
