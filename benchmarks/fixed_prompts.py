@@ -15,6 +15,7 @@ Takes the trainer's flags (same launch as tools/train.py); prints the trainer's 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from megatron_bgpo.cli import exit_on_bad_input
@@ -25,9 +26,10 @@ from megatron_bgpo.training.loop import Trainer
 def main(argv: list[str]) -> None:
     with exit_on_bad_input():
         trainer = Trainer(parse_args(argv))
-    fixed = trainer.train_source.shard(0, trainer.dp_rank, trainer.dp_size)
+    fixed = trainer.train_source.shard(0, trainer.groups.dp_rank, trainer.groups.dp_size)
     trainer.train_source.shard = lambda step, dp_rank, dp_size: fixed  # type: ignore[method-assign]
-    trainer.eval_examples = list(trainer.train_source.shard(0, 0, 1)[0])  # the whole fixed batch, all ranks
+    whole = list(trainer.train_source.shard(0, 0, 1)[0])  # the whole fixed batch, on all ranks
+    trainer.evaluate = dataclasses.replace(trainer.evaluate, examples=whole)
     trainer.run()
 
 

@@ -26,27 +26,23 @@ def main() -> None:
     p.add_argument("--objectives", nargs="+", default=["bgpo", "vrpo_ol", "diffu_grpo"])
     args = p.parse_args()
 
-    from megatron.core import parallel_state as ps
-
     from megatron_bgpo.checkpointing.llada_mapping import dict_reader, load_hf_into_model
     from megatron_bgpo.diffusion.masking import MaskingSpec
-    from megatron_bgpo.models.llada import build_model_chunks, get_preset
+    from megatron_bgpo.models.llada import get_preset
     from megatron_bgpo.models.llada.reference import random_hf_weights
-    from megatron_bgpo.parallel import ParallelConfig, init_distributed, initialize_model_parallel, set_seed
-    from megatron_bgpo.parallel.ddp import wrap_ddp, zero_grads
+    from megatron_bgpo.parallel import ParallelConfig, init_distributed, parallel_groups, set_seed
     from megatron_bgpo.rl.microbatches import PackingConfig, build_microbatches
     from megatron_bgpo.rl.objectives import ObjectiveConfig, get_objective
     from megatron_bgpo.rl.rollout import RolloutBatch
-    from megatron_bgpo.rl.update import policy_update
+    from megatron_bgpo.training.policy import Policy
 
-    init_distributed()
     parallel = ParallelConfig(1, 1)
-    pgs = initialize_model_parallel(parallel)
+    groups_ = parallel_groups(parallel, init_distributed())
     set_seed(0)
     cfg = get_preset("tiny")
-    (chunk,) = build_model_chunks(cfg, parallel, pgs, calculate_per_token_loss=True)
+    policy = Policy.build(cfg, parallel, groups_, torch.float32, ddp=True)
+    (chunk,) = [m.module for m in policy.model]
     load_hf_into_model(chunk, cfg, dict_reader(random_hf_weights(cfg, seed=1)), 0, 1)
-    model = wrap_ddp([chunk])
     gen = torch.Generator().manual_seed(0)
     groups, g, prompt_len, gen_len = 2, 4, 12, 24
     batch = RolloutBatch(
@@ -57,7 +53,6 @@ def main() -> None:
         response_uid=torch.arange(groups * g),
         loss_weight=torch.full((groups * g,), 1.0 / (groups * g), dtype=torch.float64),
     )
-    tp_group = ps.get_tensor_model_parallel_group()
 
     def gradient(name: str, n_t: int, seed: int) -> torch.Tensor:
         objective = get_objective(name)
@@ -69,9 +64,8 @@ def main() -> None:
             mask_id=cfg.mask_token_id,
             iteration=seed,
         )
-        zero_grads(model)
         cfg_obj = ObjectiveConfig(n_t, clip_eps=0.2) if name == "diffu_grpo" else ObjectiveConfig(n_t)
-        policy_update(model, build_microbatches(batch, objective, packing), objective, cfg_obj, tp_group)
+        policy.gradients(build_microbatches(batch, objective, packing), objective, cfg_obj)
         return torch.cat([q.main_grad.flatten().double() for q in chunk.parameters()])
 
     golden = gradient("bgpo", args.golden_nt, seed=10_000)

@@ -88,20 +88,16 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace, name: str, n_t: int) -> None:
-    from megatron.core import parallel_state as ps
-
     from megatron_bgpo.diffusion.masking import MaskingSpec
-    from megatron_bgpo.models.llada import LLaDAConfig, build_model_chunks
-    from megatron_bgpo.parallel import ParallelConfig, init_distributed, initialize_model_parallel, set_seed
-    from megatron_bgpo.parallel.ddp import wrap_ddp, zero_grads
+    from megatron_bgpo.models.llada import LLaDAConfig
+    from megatron_bgpo.parallel import ParallelConfig, init_distributed, parallel_groups, set_seed
     from megatron_bgpo.rl.microbatches import PackingConfig, build_microbatches
     from megatron_bgpo.rl.objectives import ObjectiveConfig, get_objective
     from megatron_bgpo.rl.rollout import RolloutBatch
-    from megatron_bgpo.rl.update import policy_update
+    from megatron_bgpo.training.policy import Policy
 
-    init_distributed()
     parallel = ParallelConfig(1, 1)
-    pgs = initialize_model_parallel(parallel)
+    groups = parallel_groups(parallel, init_distributed())
     set_seed(0)
     cfg = LLaDAConfig(
         d_model=args.d_model,
@@ -116,9 +112,7 @@ def measure(args: argparse.Namespace, name: str, n_t: int) -> None:
         pad_token_id=args.vocab - 2,
     )
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    model = wrap_ddp(
-        build_model_chunks(cfg, parallel, pgs, params_dtype=dtype, calculate_per_token_loss=True)
-    )
+    policy = Policy.build(cfg, parallel, groups, dtype, ddp=True)
     gen = torch.Generator().manual_seed(0)
     batch = RolloutBatch(
         prompt_ids=torch.randint(0, args.vocab - 2, (1, args.prompt_len), generator=gen),
@@ -129,13 +123,11 @@ def measure(args: argparse.Namespace, name: str, n_t: int) -> None:
         loss_weight=torch.ones(1, dtype=torch.float64),
     )
     objective = get_objective(name)
-    tp_group = ps.get_tensor_model_parallel_group()
 
     def update(n: int):
         packing = PackingConfig(n, 1, MaskingSpec(eos_id=cfg.eos_token_id), mask_id=cfg.mask_token_id)
         mbs = build_microbatches(batch, objective, packing)
-        zero_grads(model)
-        policy_update(model, mbs, objective, ObjectiveConfig(n), tp_group)
+        policy.gradients(mbs, objective, ObjectiveConfig(n))
         return mbs
 
     update(1)  # warm-up

@@ -17,10 +17,10 @@ import argparse
 import torch
 
 from megatron_bgpo.diffusion.sampler import Prompts
-from megatron_bgpo.models.llada.inference import load_for_inference
 from megatron_bgpo.parallel import ParallelConfig
 from megatron_bgpo.tasks import get_task
 from megatron_bgpo.tasks.sudoku import SudokuExample
+from megatron_bgpo.training.policy import load_for_inference
 from megatron_bgpo.training.sft import reference_canvas
 
 
@@ -65,7 +65,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--gen-length", type=int, default=32, help="canvas length used in training")
     a = p.parse_args()
-    _, tokenizer, denoiser = load_for_inference(a.load, None, ParallelConfig(1, 1), "fp32")
+    tokenizer, policy = load_for_inference(a.load, None, ParallelConfig(1, 1), "fp32")
+    denoiser = policy.denoiser
     task = get_task(a.task)
     examples = list(task.load(a.data, split="test", limit=a.samples).examples)
     shifted = examples[1:] + examples[:1]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from megatron_bgpo.cli import renamed_flag
 from megatron_bgpo.diffusion.elbo import build_masked_batch, elbo_terms
 from megatron_bgpo.diffusion.masking import MaskingSpec, counted_positions, item_index, mc_seeds, sample_masks
 from megatron_bgpo.diffusion.sampler import Denoiser, PipelineComm, Prompts, SamplerConfig, generate
@@ -125,22 +126,21 @@ def _single_process_env() -> None:
 
 def megatron_task(args: argparse.Namespace) -> BenchTask:
     """The LLaDA Megatron-Core model (tiny shape, copy-task vocabulary) on one process, TP1 PP1."""
-    from megatron_bgpo.models.llada import build_model_chunks, get_preset, llada_forward
-    from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
-    from megatron_bgpo.parallel import ParallelConfig, init_distributed, initialize_model_parallel, set_seed
+    from megatron_bgpo.models.llada import get_preset, llada_forward
+    from megatron_bgpo.parallel import ParallelConfig, init_distributed, parallel_groups, set_seed
+    from megatron_bgpo.training.policy import Policy
 
     _single_process_env()
-    init_distributed()
     parallel = ParallelConfig()
-    pgs = initialize_model_parallel(parallel)
+    groups = parallel_groups(parallel, init_distributed())
     set_seed(0)
     cfg = get_preset("tiny").replace(
         vocab_size=VOCAB, embedding_size=16, mask_token_id=MASK, eos_token_id=EOS, pad_token_id=PAD
     )
-    (chunk,) = build_model_chunks(cfg, parallel, pgs)
-    chunk = chunk.to(torch.device(args.device))
+    policy = Policy.build(cfg, parallel, groups, torch.float32)
+    chunk = policy.model[0].to(torch.device(args.device))
     _load_or_train(chunk, lambda t, a, p: llada_forward(chunk, t, a)[..., :VOCAB], args)
-    den = MegatronDenoiser([chunk.eval()], cfg)
+    den = policy.denoiser  # over the same (now trained) chunk
     prompts, answers = _eval_batch(args)
     return BenchTask(den, prompts, MASK, EOS, answers, den.vocab_shard(), den.pipeline_comm())
 
@@ -166,7 +166,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--gen-length", type=int, default=32)
     ap.add_argument("--block-length", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument("--diffusion-steps", type=int, default=32)
+    renamed_flag(ap, "--steps", "--diffusion-steps")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per row (best is reported)")
@@ -180,7 +181,7 @@ def main() -> None:
     task = _load_factory(args.denoiser)(args) if args.denoiser else MODELS[args.model](args)
     base = SamplerConfig(
         gen_length=args.gen_length,
-        steps=args.steps,
+        steps=args.diffusion_steps,
         block_length=args.block_length,
         temperature=args.temperature,
         mask_id=task.mask_id,
@@ -204,7 +205,7 @@ def main() -> None:
     n_tok = task.prompts.input_ids.shape[0] * args.gen_length
     print(
         f"\nbatch {task.prompts.input_ids.shape[0]}, gen_length {args.gen_length}, "
-        f"block {args.block_length}, steps {args.steps}, temperature {args.temperature}, "
+        f"block {args.block_length}, steps {args.diffusion_steps}, temperature {args.temperature}, "
         f"model {args.denoiser or args.model}, device {args.device}, "
         f"torch threads {torch.get_num_threads()}\n"
     )

@@ -24,8 +24,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     imp = sub.add_parser("import", help="HF folder -> Megatron torch_dist checkpoint (run under torchrun)")
     imp.add_argument("--hf-dir", required=True, help="HF LLaDA folder (config.json, safetensors + index)")
     imp.add_argument("--out", required=True, help="Megatron checkpoint folder to create")
-    imp.add_argument("--tp", type=int, default=1, help="tensor-parallel size (world size = tp * pp)")
-    imp.add_argument("--pp", type=int, default=1, help="pipeline-parallel size")
+    imp.add_argument(
+        "--tp", "--tensor-model-parallel-size", dest="tp", type=int, default=1, help="world size = tp * pp"
+    )
+    imp.add_argument("--pp", "--pipeline-model-parallel-size", dest="pp", type=int, default=1)
     imp.add_argument(
         "--dtype", choices=("bf16", "fp16", "fp32"), help="parameter dtype (default: the HF one)"
     )

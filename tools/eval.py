@@ -2,7 +2,7 @@
 
     torchrun --nproc-per-node 8 tools/eval.py --load ckpt/llada-8b --tp 8 \\
         --task math500=../shared/data/math500_test.jsonl --task gsm8k=../shared/data/gsm8k_test.jsonl \\
-        --gen-length 512 --steps 512 --block-length 32 --output eval/llada.jsonl
+        --gen-length 512 --diffusion-steps 512 --block-length 32 --output eval/llada.jsonl
 
 Paper settings (spec §2, §5.6): block 32, greedy (temperature 0), low-confidence remasking, the
 ``<reasoning>`` prefill after the chat template. ``--task NAME=PATH`` may repeat; ``--limit`` and
@@ -13,6 +13,8 @@ ranks split the prompts; TP/PP ranks share them. An HF folder is converted first
 from __future__ import annotations
 
 import argparse
+
+from megatron_bgpo.cli import renamed_flag
 
 
 def main() -> None:
@@ -25,7 +27,10 @@ def main() -> None:
     p.add_argument("--tp", "--tensor-model-parallel-size", dest="tp", type=int, default=1)
     p.add_argument("--pp", "--pipeline-model-parallel-size", dest="pp", type=int, default=1)
     p.add_argument("--gen-length", type=int, default=256)
-    p.add_argument("--steps", type=int, default=None, help="default: gen_length / 2 (d1's evaluation)")
+    p.add_argument(
+        "--diffusion-steps", type=int, default=None, help="default: gen_length / 2 (d1's evaluation)"
+    )
+    renamed_flag(p, "--steps", "--diffusion-steps")
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call per DP rank")
     p.add_argument("--limit", type=int, default=None)
@@ -46,21 +51,21 @@ def main() -> None:
         tasks.append((name, path))
 
     import torch
-    from megatron.core import parallel_state as ps
 
-    from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig, generate
-    from megatron_bgpo.models.llada.inference import decode_outputs, load_for_inference
-    from megatron_bgpo.parallel import ParallelConfig
+    from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig
+    from megatron_bgpo.models.llada.inference import decode_outputs
+    from megatron_bgpo.parallel import ParallelConfig, destroy_model_parallel
     from megatron_bgpo.tasks import get_task
     from megatron_bgpo.tasks.evaluation import evaluate_generations, select_examples
     from megatron_bgpo.tokenizer import REASONING_PREFILL
+    from megatron_bgpo.training.policy import load_for_inference
 
-    _, tokenizer, denoiser = load_for_inference(
+    tokenizer, policy = load_for_inference(
         args.load, args.tokenizer, ParallelConfig(args.tp, args.pp), args.params_dtype, args.seed
     )
     sampler = SamplerConfig(
         gen_length=args.gen_length,
-        steps=args.steps or args.gen_length // 2,
+        steps=args.diffusion_steps or args.gen_length // 2,
         block_length=args.block_length,
         temperature=0.0,
         mask_id=tokenizer.mask_id,
@@ -70,7 +75,7 @@ def main() -> None:
         prefix_cache=args.prefix_cache,
     )
     prefill = "" if args.no_prefill else REASONING_PREFILL
-    dp_rank, dp_size = ps.get_data_parallel_rank(), ps.get_data_parallel_world_size()
+    dp_rank, dp_size = policy.groups.dp_rank, policy.groups.dp_size
     runs = []
     for name, path in tasks:
         task = get_task(name)
@@ -80,18 +85,11 @@ def main() -> None:
         for start in range(0, max(len(mine), 1), args.batch_size):
             batch = mine[start : start + args.batch_size] or examples[:1]  # every rank joins each call
             ids = [tokenizer.encode(task.prompt_text(ex, prefill=not args.no_prefill)) for ex in batch]
-            out = generate(
-                denoiser,
-                Prompts.from_lists(ids, pad_id=tokenizer.pad_id),
-                sampler,
-                seed=args.seed,
-                vocab=denoiser.vocab_shard(),
-                pipeline=denoiser.pipeline_comm(),
-            )
+            out = policy.generate(Prompts.from_lists(ids, pad_id=tokenizer.pad_id), sampler, seed=args.seed)
             texts = decode_outputs(tokenizer, out)
             completions += texts[: len(mine[start : start + args.batch_size])]
         gathered: list = [None] * dp_size
-        torch.distributed.all_gather_object(gathered, completions, group=ps.get_data_parallel_group())
+        torch.distributed.all_gather_object(gathered, completions, group=policy.groups.dp)
         ordered = [None] * len(examples)
         for rank, part in enumerate(gathered):
             ordered[rank::dp_size] = part
@@ -103,8 +101,7 @@ def main() -> None:
         for e in evaluations:
             print(f"{e.task}: n={e.n} accuracy={100 * e.accuracy:.1f} mean_reward={e.mean_reward:.3f}")
         print(table, flush=True)
-    ps.destroy_model_parallel()
-    torch.distributed.destroy_process_group()
+    destroy_model_parallel()
 
 
 if __name__ == "__main__":

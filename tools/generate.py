@@ -2,7 +2,7 @@
 
     torchrun --nproc-per-node 2 tools/generate.py --load runs/tiny/bgpo --tp 2 --prompt "Solve ..."
     torchrun --nproc-per-node 8 tools/generate.py --load ckpt/llada-8b --tp 8 --prompts-file q.jsonl \\
-        --gen-length 256 --steps 128 --block-length 32
+        --gen-length 256 --diffusion-steps 128 --block-length 32
 
 An HF folder is converted first with ``tools/convert_hf.py import``. ``--prompts-file`` is JSONL with a
 "prompt" (user message) or "messages" (chat) field per line.
@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from megatron_bgpo.cli import renamed_flag
 
 
 def read_prompts(args: argparse.Namespace) -> list[list[dict[str, str]]]:
@@ -51,7 +53,8 @@ def main() -> None:
     p.add_argument("--tp", "--tensor-model-parallel-size", dest="tp", type=int, default=1)
     p.add_argument("--pp", "--pipeline-model-parallel-size", dest="pp", type=int, default=1)
     p.add_argument("--gen-length", type=int, default=128)
-    p.add_argument("--steps", type=int, default=128)
+    p.add_argument("--diffusion-steps", type=int, default=128)
+    renamed_flag(p, "--steps", "--diffusion-steps")
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--cfg-scale", type=float, default=0.0)
@@ -67,20 +70,20 @@ def main() -> None:
     conversations = read_prompts(args)
 
     import torch
-    from megatron.core import parallel_state as ps
 
-    from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig, generate
-    from megatron_bgpo.models.llada.inference import decode_outputs, load_for_inference
-    from megatron_bgpo.parallel import ParallelConfig
+    from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig
+    from megatron_bgpo.models.llada.inference import decode_outputs
+    from megatron_bgpo.parallel import ParallelConfig, destroy_model_parallel
+    from megatron_bgpo.training.policy import load_for_inference
 
-    _, tokenizer, denoiser = load_for_inference(
+    tokenizer, policy = load_for_inference(
         args.load, args.tokenizer, ParallelConfig(args.tp, args.pp), args.params_dtype, args.seed
     )
     texts = [tokenizer.apply_chat_template(m, prefill=args.prefill) for m in conversations]
     prompts = Prompts.from_lists([tokenizer.encode(t) for t in texts], pad_id=tokenizer.pad_id)
     sampler = SamplerConfig(
         gen_length=args.gen_length,
-        steps=args.steps,
+        steps=args.diffusion_steps,
         block_length=args.block_length,
         temperature=args.temperature,
         cfg_scale=args.cfg_scale,
@@ -91,21 +94,13 @@ def main() -> None:
         threshold=args.threshold,
         prefix_cache=args.prefix_cache,
     )
-    out = generate(
-        denoiser,
-        prompts,
-        sampler,
-        seed=args.seed,
-        vocab=denoiser.vocab_shard(),
-        pipeline=denoiser.pipeline_comm(),
-    )
+    out = policy.generate(prompts, sampler, seed=args.seed)
     if torch.distributed.get_rank() == 0:
         for conv, text, n in zip(conversations, decode_outputs(tokenizer, out), out.lengths, strict=True):
             print(f"### {conv[-1]['content'][:200]}")
             print(args.prefill + text)
             print(f"[{int(n)} tokens, {out.nfe} denoiser calls]", flush=True)
-    ps.destroy_model_parallel()
-    torch.distributed.destroy_process_group()
+    destroy_model_parallel()
 
 
 if __name__ == "__main__":

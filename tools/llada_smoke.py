@@ -30,26 +30,31 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    from megatron.core import parallel_state as ps
-
     from megatron_bgpo.checkpointing.llada_mapping import dict_reader, load_hf_into_model
-    from megatron_bgpo.models.llada import PRESETS, LLaDAConfig, build_model_chunks, get_preset, llada_forward
+    from megatron_bgpo.models.llada import PRESETS, LLaDAConfig, get_preset, llada_forward
     from megatron_bgpo.models.llada.reference import random_hf_weights, reference_forward
-    from megatron_bgpo.parallel import ParallelConfig, init_distributed, initialize_model_parallel, set_seed
+    from megatron_bgpo.parallel import (
+        ParallelConfig,
+        destroy_model_parallel,
+        init_distributed,
+        parallel_groups,
+        set_seed,
+    )
     from megatron_bgpo.parallel.schedule import run_microbatches
+    from megatron_bgpo.training.policy import Policy
 
     t_import = time.perf_counter() - T0
     env = init_distributed()
     parallel = ParallelConfig(args.tp, args.pp)
-    pgs = initialize_model_parallel(parallel)
+    groups = parallel_groups(parallel, env)
     set_seed(args.seed)
     cfg = get_preset(args.model) if args.model in PRESETS else LLaDAConfig.from_json(args.model)
     t_init = time.perf_counter() - T0 - t_import
 
-    chunks = build_model_chunks(cfg, parallel, pgs)
+    chunks = Policy.build(cfg, parallel, groups, torch.float32).model
     weights = random_hf_weights(cfg, seed=args.seed)
     for chunk in chunks:
-        load_hf_into_model(chunk, cfg, dict_reader(weights), ps.get_tensor_model_parallel_rank(), args.tp)
+        load_hf_into_model(chunk, cfg, dict_reader(weights), groups.tp_rank, args.tp)
     gen = torch.Generator().manual_seed(args.seed)
     tokens = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=gen)
     mask = torch.ones_like(tokens, dtype=torch.bool)
@@ -71,9 +76,9 @@ def main() -> None:
             forward_only=True,
         )
     t_forward = time.perf_counter() - t1
-    if ps.is_pipeline_last_stage():
+    if groups.is_last_stage:
         v = cfg.embedding_size // args.tp
-        r = ps.get_tensor_model_parallel_rank()
+        r = groups.tp_rank
         ref = reference_forward(weights, cfg, tokens, mask)[..., r * v : (r + 1) * v]
         got = outputs[0]["logits"]
         err = ((got - ref)[mask].abs().max() / ref.abs().max()).item()
@@ -87,8 +92,7 @@ def main() -> None:
         if status != "OK":
             raise SystemExit(1)
     torch.distributed.barrier()
-    ps.destroy_model_parallel()
-    torch.distributed.destroy_process_group()
+    destroy_model_parallel()
 
 
 if __name__ == "__main__":

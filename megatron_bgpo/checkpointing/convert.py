@@ -54,6 +54,7 @@ from megatron_bgpo.checkpointing.megatron_io import (
     save_model_checkpoint,
 )
 from megatron_bgpo.models.llada.config import LLaDAConfig
+from megatron_bgpo.parallel.groups import ParallelGroups
 
 # Files of an HF folder that belong to the tokenizer (copied to <ckpt>/tokenizer/ and back).
 TOKENIZER_FILES = frozenset(
@@ -199,10 +200,9 @@ def import_hf(
     ``dtype`` defaults to the HF weights' dtype. Returns a report (tensors set on this rank, peak
     RSS, seconds, and with ``verify`` the round-trip and logits results).
     """
-    from megatron.core import parallel_state as ps
-
     from megatron_bgpo.models.llada import build_model_chunks
     from megatron_bgpo.parallel import ParallelConfig, initialize_model_parallel, set_seed
+    from megatron_bgpo.parallel.cpu_compat import default_device
 
     start, rss_start = time.perf_counter(), rss_bytes()
     hf_dir = Path(hf_dir)
@@ -221,12 +221,12 @@ def import_hf(
     try:
         parallel = ParallelConfig(tp, pp)
         pgs = initialize_model_parallel(parallel)
+        groups = ParallelGroups(pgs, default_device())
         set_seed(0)  # megatron's model-parallel RNG tracker must exist before building / running the model
         chunks = build_model_chunks(
             cfg, parallel, pgs, params_dtype=params_dtype, perform_initialization=False
         )
-        tp_rank = ps.get_tensor_model_parallel_rank()
-        count = sum(load_hf_into_model(c, cfg, hf.reader(), tp_rank, tp) for c in chunks)
+        count = sum(load_hf_into_model(c, cfg, hf.reader(), groups.tp_rank, tp) for c in chunks)
         save_model_checkpoint(chunks, staging, config=cfg)
         if _rank() == 0:
             tokenizer_files, other_files = split_side_files(hf_dir)
@@ -236,7 +236,7 @@ def import_hf(
                 copy_tree_files(hf_dir, staging / HF_FILES_SUBDIR, other_files)
         report: dict[str, Any] = {"rank": _rank(), "tensors": count, "dtype": str(params_dtype)}
         if verify:
-            report["verify"] = verify_import(chunks, cfg, hf, staging, verify_seqs, verify_len)
+            report["verify"] = verify_import(chunks, cfg, hf, staging, groups, verify_seqs, verify_len)
         dist.barrier()
         if _rank() == 0:
             finalize_output(staging, out_dir)
@@ -261,6 +261,7 @@ def verify_import(
     cfg: LLaDAConfig,
     hf: HFCheckpoint,
     ckpt_dir: Path,
+    groups: ParallelGroups,
     num_seqs: int = 2,
     seq_len: int = 16,
 ) -> dict[str, Any]:
@@ -271,13 +272,11 @@ def verify_import(
        weights in fp32. The reference runs on one rank (last stage, TP rank 0) and holds the whole
        HF model in fp32 there: 4 bytes per parameter (32 GB for LLaDA-8B).
     """
-    from megatron.core import parallel_state as ps
-
     from megatron_bgpo.models.llada import llada_forward
     from megatron_bgpo.models.llada.reference import reference_forward
     from megatron_bgpo.parallel.schedule import run_microbatches
 
-    tp_rank, tp = ps.get_tensor_model_parallel_rank(), ps.get_tensor_model_parallel_world_size()
+    tp_rank, tp = groups.tp_rank, groups.tp_size
     for chunk in chunks:
         for param in chunk.parameters():
             param.zero_()
@@ -303,10 +302,10 @@ def verify_import(
         chunks, step, [tokens], seq_length=seq_len, micro_batch_size=num_seqs, forward_only=True
     )
     err = torch.zeros((), dtype=torch.float64)
-    if ps.is_pipeline_last_stage():
+    if groups.is_last_stage:
         shard = outputs[0]["logits"].float().contiguous()
         parts = [torch.empty_like(shard) for _ in range(tp)]
-        dist.all_gather(parts, shard, group=ps.get_tensor_model_parallel_group())
+        dist.all_gather(parts, shard, group=groups.tp)
         if tp_rank == 0:
             logits = torch.cat(parts, dim=-1)
             weights = {name: hf.read(name).float() for name in hf.tensors}

@@ -59,6 +59,71 @@ _CUDA_ALLOCATING_MODULES = (
 _FACTORIES = ("zeros", "ones", "empty", "full", "tensor", "as_tensor", "arange", "randn", "rand", "randint")
 
 
+def default_device() -> torch.device:
+    """The device this process computes on: its current CUDA device, else the CPU."""
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Print ``warning: message`` once per process, on global rank 0 only."""
+    import torch.distributed as dist
+
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print(f"warning: {message}", flush=True)
+
+
+def distributed_optimizer(requested: bool) -> bool:
+    """``--use-distributed-optimizer`` as it can run here: megatron-core 0.19's DistributedOptimizer
+    requires torch.cuda tensors, so on CPU the (non-distributed) optimizer is used, with one warning."""
+    if requested and cpu_mode():
+        warn_once(
+            "--use-distributed-optimizer true needs CUDA (megatron-core's DistributedOptimizer takes "
+            "torch.cuda tensors); this CPU run uses the non-distributed optimizer"
+        )
+    return requested and not cpu_mode()
+
+
+def inference_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Parameter dtype for generation: bf16 becomes fp32 on CPU (slow bf16 matmuls), with one warning."""
+    if dtype == torch.bfloat16 and cpu_mode():
+        warn_once(
+            "--params-dtype bf16 generates in fp32 on CPU (no CUDA); pass --params-dtype fp32 to silence"
+        )
+        return torch.float32
+    return dtype
+
+
+def to_device(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` on this process's CUDA device; unchanged on CPU (built there by megatron-core)."""
+    return module if cpu_mode() else module.cuda(torch.cuda.current_device())
+
+
+def cuda_rng_state() -> torch.Tensor | None:
+    """The CUDA generator state for a checkpoint (None on CPU)."""
+    return None if cpu_mode() else torch.cuda.get_rng_state()
+
+
+def set_cuda_rng_state(state: torch.Tensor | None) -> None:
+    """Restore a checkpoint's CUDA generator state (ignored on CPU or when the checkpoint has none)."""
+    if state is not None and not cpu_mode():
+        torch.cuda.set_rng_state(state)
+
+
+def peak_device_memory_mib() -> float | None:
+    """Peak CUDA memory allocated by this process in MiB; None on CPU (callers use peak RSS)."""
+    return None if cpu_mode() else torch.cuda.max_memory_allocated() / 2**20
+
+
 def _is_cuda(device: object) -> bool:
     return (isinstance(device, str) and device.startswith("cuda")) or (
         isinstance(device, torch.device) and device.type == "cuda"

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_bgpo.parallel import cpu_compat
+from megatron_bgpo.parallel.groups import ParallelGroups
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def init_distributed(backend: str | None = None, timeout_minutes: int = 30) -> D
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "gloo" if cpu_compat.cpu_mode() else "nccl"
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
@@ -92,7 +93,8 @@ def init_distributed(backend: str | None = None, timeout_minutes: int = 30) -> D
 
 
 def initialize_model_parallel(config: ParallelConfig):
-    """Create Megatron's TP/PP/DP groups and return them as a `ProcessGroupCollection`."""
+    """Create Megatron's TP/PP/DP groups and return them as a `ProcessGroupCollection` (wrap it in a
+    `ParallelGroups` with :func:`parallel_groups` to pass around)."""
     from megatron.core import parallel_state
     from megatron.core.process_groups_config import ProcessGroupCollection
 
@@ -122,3 +124,8 @@ def set_seed(seed: int) -> None:
     if parallel_state.model_parallel_is_initialized():
         tensor_parallel.model_parallel_cuda_manual_seed(seed)
         torch.manual_seed(seed)
+
+
+def parallel_groups(config: ParallelConfig, env: DistEnv) -> ParallelGroups:
+    """:func:`initialize_model_parallel` for ``config``, its collection kept as `ParallelGroups`."""
+    return ParallelGroups(initialize_model_parallel(config), env.device)

@@ -47,6 +47,7 @@ from megatron_bgpo.checkpointing.megatron_io import (
     write_manifest,
 )
 from megatron_bgpo.models.llada.config import LLaDAConfig
+from megatron_bgpo.parallel import cpu_compat
 from megatron_bgpo.training.config import CheckpointArgs, TrainConfig
 
 
@@ -73,7 +74,7 @@ def _rng_object(is_loading: bool) -> ShardedObject:
             "python": random.getstate(),
             "numpy": np.random.get_state(),
             "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+            "cuda": cpu_compat.cuda_rng_state(),
         }
     )
     return ShardedObject("rng_state", state, (world,), (rank,), replica_id=0)
@@ -297,6 +298,5 @@ def load(args: CheckpointArgs, model, optimizer, scheduler, folder: Path | None 
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
+        cpu_compat.set_cuda_rng_state(rng["cuda"])
     return Progress(int(loaded["iteration"]), common.get("skipped_steps", 0), common.get("skip_streak", 0))

@@ -88,6 +88,11 @@ class RLArgs:
             f"({self.mini_batch_size})",
         )
         _at_least(self, 0.0, "kl_beta", "advantage_eps")
+        _check(
+            self.kl_beta == 0,
+            f"--kl-beta {self.kl_beta} is not supported: training keeps no frozen reference model, so "
+            "nothing computes the KL term's reference ELBO terms; use --kl-beta 0 (the default, as BGPO)",
+        )
         _check(0 < self.masking_eps < 1, f"--masking-eps must be in (0, 1), got {self.masking_eps}")
         _check(self.max_log_ratio > 0, f"--max-log-ratio must be > 0, got {self.max_log_ratio}")
         _check(self.masking_mode in ("continuous", "discrete"), f"--masking-mode: {self.masking_mode!r}")
@@ -133,6 +138,18 @@ class RLArgs:
             coupling=self.mc_coupling,
         )
 
+    def objective_config(self):
+        """The objective's hyper-parameters (rl/objectives.py `ObjectiveConfig`)."""
+        from megatron_bgpo.rl.objectives import ObjectiveConfig
+
+        return ObjectiveConfig(
+            num_mc_samples=self.num_mc_samples,
+            bound=self.bound,
+            max_log_ratio=self.max_log_ratio,
+            clip_eps=self.clip_eps,
+            kl_beta=self.kl_beta,
+        )
+
 
 @dataclass(frozen=True)
 class GenerationArgs:
@@ -173,6 +190,22 @@ class GenerationArgs:
     @property
     def eval_steps(self) -> int:
         return self.diffusion_steps if self.eval_diffusion_steps is None else self.eval_diffusion_steps
+
+    def sampler(self, tokenizer):
+        """The rollout `SamplerConfig` (mask/EOS/stop ids from ``tokenizer``)."""
+        from megatron_bgpo.diffusion.sampler import SamplerConfig
+
+        return SamplerConfig(
+            gen_length=self.gen_length,
+            steps=self.diffusion_steps,
+            block_length=self.block_length,
+            temperature=self.temperature,
+            remasking=self.remasking,
+            cfg_scale=self.cfg_scale,
+            mask_id=tokenizer.mask_id,
+            eos_id=tokenizer.eos_id,
+            stop_ids=(tokenizer.eot_id,),
+        )
 
 
 @dataclass(frozen=True)

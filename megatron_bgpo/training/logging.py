@@ -11,11 +11,14 @@ from typing import Any
 
 import torch
 
+from megatron_bgpo.parallel import cpu_compat
+
 
 def peak_memory_mib() -> float:
     """Peak device memory (GPU) or peak resident set size (CPU) of this process, in MiB."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
+    device_mib = cpu_compat.peak_device_memory_mib()
+    if device_mib is not None:
+        return device_mib
     try:
         with open("/proc/self/status") as f:
             return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) / 1024

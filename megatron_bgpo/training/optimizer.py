@@ -16,11 +16,13 @@ import torch
 from megatron.core.optimizer import MegatronOptimizer, OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
+from megatron_bgpo.parallel import cpu_compat
 from megatron_bgpo.training.config import OptimArgs, TrainConfig
 
 
 def use_distributed_optimizer(args: OptimArgs) -> bool:
-    return args.use_distributed_optimizer and torch.cuda.is_available()
+    """Whether the distributed optimizer runs (CUDA only; a CPU run warns once, parallel/cpu_compat.py)."""
+    return cpu_compat.distributed_optimizer(args.use_distributed_optimizer)
 
 
 def updates_per_step(cfg: TrainConfig) -> int:

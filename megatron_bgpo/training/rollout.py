@@ -1,9 +1,9 @@
-"""Rollout phase of an RL step: generate G responses per prompt on the training model, score them,
-and turn them into a `RolloutBatch` with group advantages and global loss weights."""
+"""Rollout phase of an RL step, one verb per stage: `Rollout.generate` G responses per prompt on the
+training policy, `Rollout.score` them, `Rollout.batch` turns them into a `RolloutBatch` with group
+advantages; `split_minibatches` cuts that into the rollout's optimizer updates."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,27 +11,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig, generate
-from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
+from megatron_bgpo.diffusion.sampler import Prompts, SampleOutput, SamplerConfig
 from megatron_bgpo.models.llada.inference import decode_outputs
+from megatron_bgpo.parallel.groups import ParallelGroups
 from megatron_bgpo.rl.advantages import group_advantages, informative_groups
 from megatron_bgpo.rl.rollout import RolloutBatch
 from megatron_bgpo.tasks import Task, gather_scores
 from megatron_bgpo.tasks.rewards import check_replica_consistent
 from megatron_bgpo.tokenizer import Tokenizer
-
-
-@dataclass
-class RolloutResult:
-    batch: RolloutBatch  # all P_local * G responses, prompt-major
-    informative: torch.Tensor  # [P_local] bool: groups whose rewards differ (A != 0 somewhere)
-    rewards: torch.Tensor  # [P_local, G]
-    global_rewards: torch.Tensor  # [P_global, G]
-    global_correct: torch.Tensor  # [P_global, G] bool
-    completions: list[str]
-    zero_variance_fraction: float
-    generated_tokens: int
-    seconds: float
+from megatron_bgpo.training.config import RLArgs
 
 
 def encode_prompts(tokenizer: Tokenizer, texts: Sequence[str], max_prompt_length: int) -> Prompts:
@@ -45,85 +33,109 @@ def encode_prompts(tokenizer: Tokenizer, texts: Sequence[str], max_prompt_length
     return Prompts.from_lists(ids, pad_id=tokenizer.pad_id)
 
 
-def run_rollout(
-    *,
-    denoiser: MegatronDenoiser,
-    tokenizer: Tokenizer,
-    task: Task,
-    examples: Sequence[Any],
-    positions: np.ndarray,
-    step: int,
-    sampler: SamplerConfig,
-    group_size: int,
-    global_prompts: int,
-    max_prompt_length: int,
-    seed: int,
-    dp_group,
-    advantage_eps: float,
-    normalize_std: bool = True,
-    mp_group=None,
-) -> RolloutResult:
-    """Generate, score and build the update batch for this DP rank's ``examples``.
+@dataclass
+class Generation:
+    """This rank's P_local * G responses, prompt-major."""
 
-    Rewards are computed on one rank of the replica's model-parallel group (``mp_group``; default
-    Megatron's TP x PP group when it is initialized) and broadcast to its other ranks, then checked to
-    agree, with the generated tokens, on all of them. Loss weights are left at 1; the loop sets them
-    per mini-batch.
+    examples: list[Any]  # [P_local * G], each prompt's example repeated G times
+    prompts: Prompts  # [P_local * G, P]
+    out: SampleOutput  # tokens [P_local * G, L]
+    uid: torch.Tensor  # [P_local * G] int64, unique over the run (seeds sampling and MC masks)
+    completions: list[str]
+
+
+@dataclass
+class Scores:
+    rewards: torch.Tensor  # [P_local, G] fp64
+    global_rewards: torch.Tensor  # [P_global, G] fp64
+    global_correct: torch.Tensor  # [P_global, G] bool
+
+    @property
+    def informative(self) -> torch.Tensor:
+        """[P_local] bool: this rank's groups whose rewards differ (A != 0 somewhere)."""
+        return informative_groups(self.rewards)
+
+    @property
+    def zero_variance_fraction(self) -> float:
+        return 1.0 - informative_groups(self.global_rewards).double().mean().item()
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """The fixed settings of every rollout of a run."""
+
+    tokenizer: Tokenizer
+    task: Task
+    sampler: SamplerConfig
+    rl: RLArgs
+    max_prompt_length: int
+    seed: int
+    groups: ParallelGroups
+
+    def generate(self, policy, examples: Sequence[Any], positions: np.ndarray, step: int) -> Generation:
+        """G samples per prompt of ``examples`` (global positions ``positions`` in step ``step``'s batch)."""
+        g = self.rl.group_size
+        texts = [self.task.prompt_text(ex) for ex in examples]
+        prompts = encode_prompts(self.tokenizer, texts, self.max_prompt_length).repeat_interleave(g)
+        prompt_uid = step * self.rl.rollout_batch_size + torch.as_tensor(positions)
+        uid = (prompt_uid[:, None] * g + torch.arange(g)).reshape(-1)
+        out = policy.generate(prompts, self.sampler, seed=self.seed + step, row_ids=uid)
+        repeated = [ex for ex in examples for _ in range(g)]
+        completions = decode_outputs(self.tokenizer, out)
+        return Generation(repeated, prompts, out, uid, completions)
+
+    def score(self, gen: Generation) -> Scores:
+        """Rewards, computed once per model replica (its MP group) and gathered over DP; raises unless
+        rewards and generated tokens agree on every rank of the replica."""
+        g, mp = self.rl.group_size, self.groups.mp
+        scores = gather_scores(self.task, gen.completions, gen.examples, group=self.groups.dp, mp_group=mp)
+        n, rank = len(gen.completions), self.groups.dp_rank
+        global_rewards = torch.tensor([s.reward for s in scores], dtype=torch.float64).view(-1, g)
+        check_replica_consistent(global_rewards, mp, "rewards")
+        check_replica_consistent(gen.out.tokens, mp, "generated tokens")
+        return Scores(
+            global_rewards.reshape(-1)[rank * n : (rank + 1) * n].view(-1, g),
+            global_rewards,
+            torch.tensor([s.correct for s in scores]).view(-1, g),
+        )
+
+    def batch(self, gen: Generation, scores: Scores) -> RolloutBatch:
+        """The update batch: group advantages; loss weight 1 / (G * mini-batch prompts) per response,
+        so one update's loss summed over DP ranks is the mini-batch mean."""
+        rl = self.rl
+        advantages = group_advantages(
+            scores.rewards, eps=rl.advantage_eps, normalize_std=rl.std_normalized_advantages
+        )
+        n = len(gen.completions)
+        return RolloutBatch(
+            prompt_ids=gen.prompts.input_ids,
+            prompt_mask=gen.prompts.attention_mask,
+            response_ids=gen.out.tokens,
+            advantages=advantages.reshape(-1),
+            response_uid=gen.uid,
+            loss_weight=torch.full((n,), 1.0 / (rl.group_size * rl.mini_batch_size), dtype=torch.float64),
+        )
+
+
+def split_minibatches(batch: RolloutBatch, informative: torch.Tensor, rl: RLArgs) -> list[RolloutBatch]:
+    """This rank's rows of each of the rollout's ``updates_per_rollout`` optimizer updates.
+
+    Update u takes the u-th contiguous slice of prompt groups. Without a KL term, groups with equal
+    rewards (A = 0 everywhere, no gradient) are dropped; a slice left empty keeps one zero-weight
+    group so every rank runs the same collectives.
     """
-    if mp_group is None:
-        mp_group = _model_parallel_group()
-    t0 = time.perf_counter()
-    prompts = encode_prompts(tokenizer, [task.prompt_text(ex) for ex in examples], max_prompt_length)
-    prompts = prompts.repeat_interleave(group_size)
-    g = torch.arange(group_size)
-    uid = ((step * global_prompts + torch.as_tensor(positions))[:, None] * group_size + g).reshape(-1)
-    out = generate(
-        denoiser,
-        prompts,
-        sampler,
-        seed=seed + step,
-        row_ids=uid,
-        vocab=denoiser.vocab_shard(),
-        pipeline=denoiser.pipeline_comm(),
-    )
-    completions = decode_outputs(tokenizer, out)
-    repeated = [ex for ex in examples for _ in range(group_size)]
-    scores = gather_scores(task, completions, repeated, group=dp_group, mp_group=mp_group)
-    local_n = len(completions)
-    dp_rank = torch.distributed.get_rank(dp_group) if torch.distributed.is_initialized() else 0
-    local_scores = scores[dp_rank * local_n : (dp_rank + 1) * local_n]
-    rewards = torch.tensor([s.reward for s in local_scores], dtype=torch.float64).view(-1, group_size)
-    global_rewards = torch.tensor([s.reward for s in scores], dtype=torch.float64).view(-1, group_size)
-    global_correct = torch.tensor([s.correct for s in scores]).view(-1, group_size)
-    check_replica_consistent(global_rewards, mp_group, "rewards")
-    check_replica_consistent(out.tokens, mp_group, "generated tokens")
-    advantages = group_advantages(rewards, eps=advantage_eps, normalize_std=normalize_std)
-    batch = RolloutBatch(
-        prompt_ids=prompts.input_ids,
-        prompt_mask=prompts.attention_mask,
-        response_ids=out.tokens,
-        advantages=advantages.reshape(-1),
-        response_uid=uid,
-        loss_weight=torch.full((local_n,), 1.0, dtype=torch.float64),  # set per mini-batch by the loop
-    )
-    zero_var = 1.0 - informative_groups(global_rewards).double().mean().item()
-    return RolloutResult(
-        batch,
-        informative_groups(rewards),
-        rewards,
-        global_rewards,
-        global_correct,
-        completions,
-        zero_var,
-        int(out.lengths.sum()),
-        time.perf_counter() - t0,
-    )
-
-
-def _model_parallel_group():
-    """Megatron's model-parallel (TP x PP) group of this rank, or None without one."""
-    if not torch.distributed.is_initialized():
-        return None
-    from megatron.core import parallel_state as ps
-
-    return ps.get_model_parallel_group() if ps.model_parallel_is_initialized() else None
+    updates, g = rl.updates_per_rollout, rl.group_size
+    per = len(informative) // updates
+    out = []
+    for u in range(updates):
+        prompts = torch.arange(u * per, (u + 1) * per)
+        if rl.drop_zero_variance_groups and rl.kl_beta == 0:
+            prompts = prompts[informative[prompts]]
+        empty = len(prompts) == 0
+        if empty:
+            prompts = torch.arange(u * per, u * per + 1)
+        sub = batch.select((prompts[:, None] * g + torch.arange(g)).reshape(-1))
+        if empty:
+            sub.loss_weight = torch.zeros_like(sub.loss_weight)
+        out.append(sub)
+    return out

@@ -9,7 +9,7 @@ import torch
 from megatron_bgpo.checkpointing.llada_mapping import dict_reader, load_hf_into_model
 from megatron_bgpo.models.llada import LLaDAConfig, build_model_chunks, get_preset
 from megatron_bgpo.models.llada.reference import random_hf_weights
-from megatron_bgpo.parallel import ParallelConfig, init_distributed, initialize_model_parallel, set_seed
+from megatron_bgpo.parallel import ParallelConfig, init_distributed, parallel_groups, set_seed
 
 
 @dataclass
@@ -36,27 +36,25 @@ def setup_rank(
 ) -> RankSetup:
     """``cfg_changes`` edit the preset (e.g. n_layers); ``overrides`` go to build_model_chunks
     (use_te or TransformerConfig fields)."""
-    from megatron.core import parallel_state as ps
-
-    init_distributed()
     parallel = ParallelConfig(tp, pp, vpp)
-    pgs = initialize_model_parallel(parallel)
+    groups = parallel_groups(parallel, init_distributed())
+    pgs = groups.pgs
     set_seed(1234)
     cfg = get_preset(preset).replace(**(cfg_changes or {}))
     chunks = build_model_chunks(cfg, parallel, pgs, **overrides)
     weights = random_hf_weights(cfg, seed=seed)
     for chunk in chunks:
-        load_hf_into_model(chunk, cfg, dict_reader(weights), ps.get_tensor_model_parallel_rank(), tp)
+        load_hf_into_model(chunk, cfg, dict_reader(weights), groups.tp_rank, tp)
     return RankSetup(
         cfg=cfg,
         chunks=chunks,
         weights=weights,
-        tp_rank=ps.get_tensor_model_parallel_rank(),
+        tp_rank=groups.tp_rank,
         tp_size=tp,
-        pp_rank=ps.get_pipeline_model_parallel_rank(),
+        pp_rank=groups.pp_rank,
         pp_size=pp,
-        tp_group=ps.get_tensor_model_parallel_group(),
-        is_last_stage=ps.is_pipeline_last_stage(),
+        tp_group=groups.tp,
+        is_last_stage=groups.is_last_stage,
     )
 
 

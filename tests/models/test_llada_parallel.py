@@ -28,7 +28,7 @@ def _token_weights(num_mb: int) -> list[torch.Tensor]:
 
 def _layout_rank(rank: int, world: int, tp: int, pp: int, num_mb: int, preset: str) -> dict:
     """Forward + backward of a weighted log-prob loss through the schedule; compare with the oracle."""
-    s = setup_rank(tp, pp, preset=preset, calculate_per_token_loss=True)
+    s = setup_rank(tp, pp, preset=preset)
     batches = [toy_batch(s.cfg, BATCH, SEQ, seed=100 + i) for i in range(num_mb)]
     weights = _token_weights(num_mb)
     microbatches = list(zip(batches, weights, strict=True))

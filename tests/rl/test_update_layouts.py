@@ -10,6 +10,7 @@ from megatron_bgpo.checkpointing.llada_mapping import MAPPINGS, dict_reader, ite
 from megatron_bgpo.diffusion.masking import MaskingSpec
 from megatron_bgpo.models.llada import get_preset
 from megatron_bgpo.models.llada.reference import random_hf_weights, reference_forward
+from megatron_bgpo.parallel import current_groups
 from megatron_bgpo.parallel.ddp import wrap_ddp, zero_grads
 from megatron_bgpo.rl.microbatches import PackingConfig, build_microbatches
 from megatron_bgpo.rl.objectives import ObjectiveConfig, RowTerms, get_objective
@@ -73,11 +74,10 @@ def _update_rank(
     off_policy: bool = False,
     ar_block: int = 1,
 ) -> dict:
-    from megatron.core import parallel_state as ps
-
-    s = setup_rank(tp, pp, preset=PRESET, calculate_per_token_loss=True)
+    s = setup_rank(tp, pp, preset=PRESET)
     model = wrap_ddp(s.chunks)
-    dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
+    groups = current_groups()
+    dp, dp_rank = groups.dp_size, groups.dp_rank
     batch = _rollout()
     per = len(batch) // dp
     local = batch.select(torch.arange(dp_rank * per, (dp_rank + 1) * per))

@@ -28,6 +28,14 @@ from tests.commands import run_command
             ["tools/eval.py", "--load", "/no/such/ckpt", "--task", "sudoku=x.csv"],
             "error: /no/such/ckpt: not a Megatron",
         ),
+        (
+            ["tools/eval.py", "--load", "x", "--task", "sudoku=x.csv", "--steps", "8"],
+            "error: --steps was renamed --diffusion-steps",
+        ),
+        (
+            ["tools/generate.py", "--load", "x", "--prompt", "hi", "--steps", "8"],
+            "error: --steps was renamed --diffusion-steps",
+        ),
     ],
 )
 def test_cli_bad_input(argv: list[str], message: str) -> None:

@@ -74,6 +74,7 @@ def test_flags_override_recipe_and_megatron_aliases() -> None:
         (["--keep-last", "-1"], "--keep-last must be >= 0, got -1"),
         (["--max-skipped-steps", "0"], "--max-skipped-steps must be >= 1, got 0"),
         (["--load-fallback", "true"], "--load-fallback needs --load"),
+        (["--kl-beta", "0.01"], "--kl-beta 0.01 is not supported: training keeps no frozen reference model"),
     ],
 )
 def test_bad_settings_name_the_flag(argv: list[str], message: str) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from megatron_bgpo.training.config import parse_args
-from megatron_bgpo.training.loop import jitter_weights
+from megatron_bgpo.training.policy import jitter_weights
 
 
 def _chunks(seed: int) -> list[torch.nn.Module]:

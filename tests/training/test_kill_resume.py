@@ -53,7 +53,7 @@ def _install_kill_hook(moment: str) -> None:
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
     from megatron_bgpo.training import checkpoint as ckpt
-    from megatron_bgpo.training import loop
+    from megatron_bgpo.training import policy
 
     if dist.get_rank() != 0:
         return
@@ -72,9 +72,9 @@ def _install_kill_hook(moment: str) -> None:
     if moment == "mid_rollout":  # the sampler's generate runs once per step
         import megatron_bgpo.training.rollout as rollout
 
-        rollout.generate = on_call(rollout.generate, KILL_STEP)
+        rollout.Rollout.generate = on_call(rollout.Rollout.generate, KILL_STEP)
     elif moment == "mid_update":  # one policy_update per step (on-policy)
-        loop.policy_update = on_call(loop.policy_update, KILL_STEP)
+        policy.policy_update = on_call(policy.policy_update, KILL_STEP)
     elif moment == "mid_save":  # one shard file per rank per save
         writer = filesystem_async.FileSystemWriterAsync
         writer.write_preloaded_data = staticmethod(on_call(writer.write_preloaded_data, KILL_STEP))
@@ -105,7 +105,7 @@ def _train_rank(rank: int, world: int, argv: list[str], kill_moment: str | None 
     start = trainer.step
     results = trainer.run()
     metrics = [{k: v for k, v in r.metrics.items() if k not in TIMING} for r in results]
-    params = [p.detach().clone() for m in trainer.model for p in m.module.parameters()]
+    params = [p.detach().clone() for m in trainer.policy.model for p in m.module.parameters()]
     ps.destroy_model_parallel()
     return {"start": start, "metrics": metrics, "params": params}
 

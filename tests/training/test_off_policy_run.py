@@ -29,19 +29,28 @@ def _run_rank(rank: int, world: int, argv: list[str]) -> dict:
 
     register_dense_task()
     trainer = Trainer(parse_args(argv))
-    from megatron_bgpo.diffusion import sampler
+    from megatron_bgpo.training import evaluation, policy
 
     seen: list[tuple[int, int, int]] = []
-    real = sampler.generate
+    real_generate, real_eval = policy.generate, evaluation.Evaluator.__call__
+    in_eval = [False]
 
-    def spy(denoiser, prompts, config, **kw):  # evaluate() looks generate up at call time
-        out = real(denoiser, prompts, config, **kw)
-        seen.append((config.gen_length, config.steps, out.tokens.shape[1]))
+    def spy(denoiser, prompts, config, **kw):  # records the sampler calls evaluation makes
+        out = real_generate(denoiser, prompts, config, **kw)
+        if in_eval[0]:
+            seen.append((config.gen_length, config.steps, out.tokens.shape[1]))
         return out
 
-    sampler.generate = spy
+    def evaluating(self, pol):
+        in_eval[0] = True
+        try:
+            return real_eval(self, pol)
+        finally:
+            in_eval[0] = False
+
+    policy.generate, evaluation.Evaluator.__call__ = spy, evaluating
     metrics = [r.metrics for r in trainer.run()]
-    out = {"metrics": metrics, "updates": trainer.scheduler.num_steps, "eval_lengths": seen}
+    out = {"metrics": metrics, "updates": trainer.policy.scheduler.num_steps, "eval_lengths": seen}
     ps.destroy_model_parallel()
     return out
 
@@ -105,18 +114,18 @@ def test_off_policy_run_metrics_and_schedule(
 def _perturbed_rank(rank: int, world: int, argv: list[str]) -> str:
     from megatron.core import parallel_state as ps
 
-    from megatron_bgpo.training import loop
+    from megatron_bgpo.training import loop, policy
     from megatron_bgpo.training.config import parse_args
 
     register_dense_task()
-    real = loop.attach_policy_terms
+    real = policy.attach_policy_terms
 
     def perturbed(model, mbs, *args, **kw):  # old terms off by 1e-3 in canvas 1 of the first mini-batch
         real(model, mbs, *args, **kw)
         if mbs[0].old_terms is not None and mbs[0].canvas_ids[0] == 0:
             mbs[0].old_terms[1] += 1e-3
 
-    loop.attach_policy_terms = perturbed
+    policy.attach_policy_terms = perturbed
     trainer = loop.Trainer(parse_args(argv))
     try:
         trainer.run()

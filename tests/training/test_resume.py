@@ -46,7 +46,7 @@ def _train_rank(rank: int, world: int, argv: list[str], crash_on_save_at: int | 
     except CheckpointError as exc:  # the failed save, reported with its cause
         results, error = [], str(exc)
     metrics = [{k: v for k, v in r.metrics.items() if k not in TIMING} for r in results]
-    params = [p.detach().clone() for m in trainer.model for p in m.module.parameters()]
+    params = [p.detach().clone() for m in trainer.policy.model for p in m.module.parameters()]
     ps.destroy_model_parallel()
     return {"start": start, "metrics": metrics, "params": params, "error": error}
 

@@ -48,7 +48,7 @@ def _train_rank(rank: int, world: int, argv: list[str], drop_adam_state: bool = 
     trainer = Trainer(parse_args(argv))
     start = trainer.step
     if drop_adam_state:  # the control: a fresh Adam (step count and moments) at the loaded step
-        for opt in getattr(trainer.optimizer, "chained_optimizers", [trainer.optimizer]):
+        for opt in getattr(trainer.policy.optimizer, "chained_optimizers", [trainer.policy.optimizer]):
             opt.optimizer.state.clear()
     results = trainer.run()
     ps.destroy_model_parallel()

@@ -45,7 +45,7 @@ def _train_rank(rank: int, world: int, argv: list[str]) -> dict:
     TASKS[RANKED_TASK] = PlusRank
     trainer = Trainer(parse_args(argv))
     metrics = [{k: v for k, v in r.metrics.items() if k not in TIMING} for r in trainer.run()]
-    params = [p.detach().clone() for m in trainer.model for p in m.module.parameters()]
+    params = [p.detach().clone() for m in trainer.policy.model for p in m.module.parameters()]
     ps.destroy_model_parallel()
     return {"metrics": metrics, "params": params}
 

@@ -53,7 +53,7 @@ def _oracle_grads(weights, cfg, microbatches, weighted: bool) -> dict[str, torch
 
 def _sft_microbatches(trainer, step: int):
     """The micro-batches Trainer._sft_step builds at ``step`` on this rank."""
-    examples, positions = trainer.train_source.shard(step, trainer.dp_rank, trainer.dp_size)
+    examples, positions = trainer.train_source.shard(step, trainer.groups.dp_rank, trainer.groups.dp_size)
     return trainer.sft_microbatches(step, examples, positions)
 
 
@@ -69,12 +69,12 @@ def _gradient_rank(rank: int, world: int, argv: list[str], weighted: bool) -> fl
     from megatron_bgpo.training.loop import Trainer
 
     trainer = Trainer(parse_args(argv))
-    gpt, cfg = trainer.model[0].module, trainer.model_cfg
+    gpt, cfg = trainer.policy.model[0].module, trainer.policy.model_cfg
     weights = random_hf_weights(cfg, seed=11, std=0.02)
     load_hf_into_model(gpt, cfg, dict_reader(weights), 0, 1)
     mbs = _sft_microbatches(trainer, step=0)
-    zero_grads(trainer.model, trainer.optimizer)
-    policy_update(trainer.model, mbs, trainer.objective, trainer.objective_cfg, None)
+    zero_grads(trainer.policy.model, trainer.policy.optimizer)
+    policy_update(trainer.policy.model, mbs, trainer.objective, trainer.objective_cfg, None)
     megatron = _hf_view(gpt, cfg, lambda p: p.main_grad)  # DP-summed by the DDP all-reduce
     oracle = _oracle_grads(weights, cfg, mbs, weighted)  # this rank's half of the batch
     for g in oracle.values():
@@ -109,20 +109,20 @@ def _optimizer_rank(rank: int, world: int, argv: list[str]) -> list[float]:
     from megatron_bgpo.training.loop import Trainer
 
     trainer = Trainer(parse_args(argv))
-    params = [p for p in trainer.model[0].module.parameters()]
+    params = [p for p in trainer.policy.model[0].module.parameters()]
     shadow = [p.detach().clone().requires_grad_() for p in params]
     adam = torch.optim.AdamW(shadow, lr=1.0, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
     errors = []
     for step in range(3):
         mbs = _sft_microbatches(trainer, step)
-        zero_grads(trainer.model, trainer.optimizer)
-        policy_update(trainer.model, mbs, trainer.objective, trainer.objective_cfg, None)
-        lr = trainer.optimizer.param_groups[0]["lr"]
+        zero_grads(trainer.policy.model, trainer.policy.optimizer)
+        policy_update(trainer.policy.model, mbs, trainer.objective, trainer.objective_cfg, None)
+        lr = trainer.policy.optimizer.param_groups[0]["lr"]
         for s, p in zip(shadow, params, strict=True):
             s.data.copy_(p.detach())
             s.grad = p.main_grad.detach().clone()
-        ok, _, _ = trainer.optimizer.step()
-        trainer.scheduler.step(increment=1)
+        ok, _, _ = trainer.policy.optimizer.step()
+        trainer.policy.scheduler.step(increment=1)
         assert ok
         torch.nn.utils.clip_grad_norm_(shadow, 1.0)
         for group in adam.param_groups:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tests.commands import run_command, torchrun
 
-SAMPLING = ["--gen-length", "32", "--steps", "8", "--block-length", "32", "--params-dtype", "fp32"]
+SAMPLING = ["--gen-length", "32", "--diffusion-steps", "8", "--block-length", "32", "--params-dtype", "fp32"]
 
 
 def test_tiny_cpu_example_runs_end_to_end(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from megatron.core import parallel_state as ps
 from torch import Tensor
 
 from megatron_bgpo.diffusion.sampler import PipelineComm
@@ -27,6 +26,7 @@ from megatron_bgpo.diffusion.vocab import VocabShard
 from megatron_bgpo.models.llada.config import LLaDAConfig
 from megatron_bgpo.models.llada.model import llada_forward
 from megatron_bgpo.models.llada.prefix_cache import KV, AttentionCache, stage_forward, unwrap_gpt
+from megatron_bgpo.parallel.groups import ParallelGroups, current_groups
 from megatron_bgpo.parallel.schedule import run_microbatches
 
 Batch = tuple[int, Tensor, Tensor]  # (micro-batch index, tokens [b, S], key-padding mask [b, T])
@@ -70,12 +70,17 @@ class MegatronDenoiser:
     accepts_logits_range = True  # see the sampler's denoiser contract
 
     def __init__(
-        self, model: Sequence[torch.nn.Module], cfg: LLaDAConfig, max_rows: int | None = None
+        self,
+        model: Sequence[torch.nn.Module],
+        cfg: LLaDAConfig,
+        max_rows: int | None = None,
+        groups: ParallelGroups | None = None,
     ) -> None:
         self.model = list(model)
         self.cfg = cfg
         self.max_rows = max_rows  # split a large batch into micro-batches of at most this many rows
-        self.is_last_stage = ps.is_pipeline_last_stage()
+        self.groups = groups or current_groups()
+        self.is_last_stage = self.groups.is_last_stage
 
     def _run(self, fn: StageFn, tokens: Tensor, attention_mask: Tensor) -> Tensor | None:
         """Run ``fn(batch, chunk)`` for every micro-batch through the forward-only schedule."""
@@ -168,17 +173,14 @@ class MegatronDenoiser:
         return self._run(fn, tokens, attention_mask)
 
     def vocab_shard(self) -> VocabShard:
-        tp = ps.get_tensor_model_parallel_world_size()
-        local = self.cfg.embedding_size // tp
+        g = self.groups
         return VocabShard(
-            tp_group=ps.get_tensor_model_parallel_group() if tp > 1 else None,
-            vocab_start=ps.get_tensor_model_parallel_rank() * local,
+            tp_group=g.tp_group_or_none,
+            vocab_start=g.tp_rank * (self.cfg.embedding_size // g.tp_size),
             real_vocab_size=self.cfg.vocab_size if self.cfg.vocab_size < self.cfg.embedding_size else None,
         )
 
     def pipeline_comm(self) -> PipelineComm | None:
-        if ps.get_pipeline_model_parallel_world_size() == 1:
+        if self.groups.pp_size == 1:
             return None
-        return PipelineComm(
-            ps.get_pipeline_model_parallel_group(), ps.get_pipeline_model_parallel_last_rank()
-        )
+        return PipelineComm(self.groups.pp, self.groups.pp_last_rank)

@@ -8,14 +8,15 @@ and CUDA is present; otherwise megatron-core's local (pure PyTorch) layers.
 
 from __future__ import annotations
 
-import torch
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.spec_utils import ModuleSpec
+
+from megatron_bgpo.parallel import cpu_compat
 
 
 def te_available() -> bool:
     """True when Transformer Engine can be used (importable and CUDA present)."""
-    if not torch.cuda.is_available():
+    if cpu_compat.cpu_mode():
         return False
     try:
         from megatron.core.extensions.transformer_engine import HAVE_TE

@@ -14,6 +14,7 @@ from megatron.core.transformer import TransformerConfig
 from megatron_bgpo.models.llada.config import LLaDAConfig
 from megatron_bgpo.models.llada.layer_spec import llada_layer_spec
 from megatron_bgpo.models.llada.prefix_cache import check_range, check_supported, project_logits, unwrap_gpt
+from megatron_bgpo.parallel.groups import current_groups
 
 
 def build_llada_model(
@@ -30,15 +31,20 @@ def build_llada_model(
     ``pg_collection`` defaults to megatron's parallel-state groups; ``pre_process``/``post_process``
     default to whether this rank holds the first/last pipeline stage.
     """
-    from megatron.core import parallel_state
-    from megatron.core.process_groups_config import ProcessGroupCollection
+    from megatron.core.pipeline_parallel.utils import (
+        is_pp_first_stage,
+        is_pp_last_stage,
+        is_vp_first_stage,
+        is_vp_last_stage,
+    )
 
     if pg_collection is None:
-        pg_collection = ProcessGroupCollection.use_mpu_process_groups()
+        pg_collection = current_groups().pgs
+    vpp = transformer_config.virtual_pipeline_model_parallel_size
     if pre_process is None:
-        pre_process = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage)
+        pre_process = is_pp_first_stage(pg_collection.pp) and is_vp_first_stage(vp_stage, vpp)
     if post_process is None:
-        post_process = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
+        post_process = is_pp_last_stage(pg_collection.pp) and is_vp_last_stage(vp_stage, vpp)
     model = GPTModel(
         config=transformer_config,
         transformer_layer_spec=llada_layer_spec(use_te),

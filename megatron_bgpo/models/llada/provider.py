@@ -8,6 +8,7 @@ from megatron.core.models.gpt import GPTModel
 from megatron_bgpo.models.llada.config import LLaDAConfig
 from megatron_bgpo.models.llada.model import build_llada_model
 from megatron_bgpo.models.llada.transformer_config import to_transformer_config
+from megatron_bgpo.parallel import cpu_compat
 from megatron_bgpo.parallel.distributed import ParallelConfig
 
 
@@ -24,6 +25,4 @@ def build_model_chunks(
     vpp = parallel.virtual_pipeline_model_parallel_size
     stages = [None] if vpp is None else list(range(vpp))
     chunks = [build_llada_model(cfg, tcfg, pg_collection, vp_stage=s, use_te=use_te) for s in stages]
-    if torch.cuda.is_available():
-        chunks = [c.cuda(torch.cuda.current_device()) for c in chunks]
-    return chunks
+    return [cpu_compat.to_device(c) for c in chunks]

@@ -77,6 +77,9 @@ def to_transformer_config(
         use_cpu_initialization=on_cpu,
         perform_initialization=True,
         init_method_std=0.02,
+        # Every loss here is a sum with globally fixed weights (rl/update.py): the schedule must not
+        # divide by the number of micro-batches nor DDP average over replicas (parallel/ddp.py).
+        calculate_per_token_loss=True,
     )
     if on_cpu:
         kwargs.update(
