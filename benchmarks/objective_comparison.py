@@ -4,7 +4,7 @@
     python benchmarks/objective_comparison.py --sft runs/tiny/sft --base runs/tiny/base --seeds 1 2 3
 
 Every setting runs ``tools/train.py`` (torchrun, 2 gloo ranks, DP=2) from the same SFT checkpoint with
-the same rollout budget (``--steps`` x ``--prompts`` prompts x G responses, on-policy, one optimizer
+the same rollout budget (``--train-steps`` x ``--prompts`` prompts x G responses, on-policy, one optimizer
 step per rollout) and seed s, so all settings of a seed see the same prompts at every step and the
 same held-out puzzles. The held-out evaluation (``--eval-samples`` puzzles x 4 samples at the rollout
 temperature, the same sampler noise at every evaluation) runs before the first step, on the SFT model
@@ -73,7 +73,7 @@ def run_setting(name: str, seed: int, a: argparse.Namespace) -> dict[str, float]
             "--group-size", str(a.group_size), "--rollout-batch-size", str(a.prompts),
             "--mini-batch-size", str(a.prompts), "--micro-batch-size", str(a.micro_batch_size),
             "--temperature", "1.0", "--lr", str(a.lr), "--adam-beta2", "0.95", "--masking-mode", "discrete",
-            "--train-steps", str(a.steps), "--log-interval", "1", "--eval-interval", str(a.steps),
+            "--train-steps", str(a.train_steps), "--log-interval", "1", "--eval-interval", str(a.train_steps),
             "--eval-at-start", "true", "--eval-temperature", "1.0", "--eval-samples-per-prompt", "4",
             "--seed", str(seed), "--save", str(out),
             *SETTINGS[name],
@@ -87,7 +87,7 @@ def run_setting(name: str, seed: int, a: argparse.Namespace) -> dict[str, float]
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     train = {r["step"]: r for r in records if r["split"] == "train"}
     evals = {r["step"]: r["reward_mean"] for r in records if r["split"] == "eval"}
-    gain, se = paired_gain_at(read_eval_rewards(out / "eval_rewards.jsonl"), "sampled", a.steps)
+    gain, se = paired_gain_at(read_eval_rewards(out / "eval_rewards.jsonl"), "sampled", a.train_steps)
     return {
         "eval_before": evals[0],
         "gain": gain,
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         "--settings", nargs="+", default=[s for s in SETTINGS if s != "frozen"], choices=list(SETTINGS)
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--train-steps", type=int, default=20)
     p.add_argument("--prompts", type=int, default=16, help="prompts per rollout (= per optimizer step)")
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--micro-batch-size", type=int, default=32)
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             results[name][seed] = run_setting(name, seed, a)
         print(table(results), flush=True)
     print(
-        f"\n{len(a.seeds)} seeds {a.seeds}; {a.steps} steps x {a.prompts} prompts x G {a.group_size}, "
+        f"\n{len(a.seeds)} seeds {a.seeds}; {a.train_steps} steps x {a.prompts} prompts x G {a.group_size}, "
         f"lr {a.lr}, held-out = {a.eval_samples} puzzles x 4 samples at temperature 1\n"
     )
     print(table(results))
