@@ -102,7 +102,8 @@ def held_out_summary(evals: dict[int, dict], rewards: EvalRewards | None = None)
                 kind = "greedy"  # a greedy-only evaluation logs its rewards as kind greedy
             if rewards and (kind, 0) in rewards and (kind, last) in rewards:
                 gain, se = paired_gain(rewards[(kind, 0)], rewards[(kind, last)])
-                line += f" +- {se:.3f} paired SE over {len(rewards[(kind, 0)])} examples, z {gain / se:.1f}"
+                line += f" +- {se:.3f} paired SE over {len(rewards[(kind, 0)])} examples"
+                line += f", z {gain / se:.1f}" if se > 0 else ", identical per example"
             lines.append(line + ")")
     return "\n".join(lines)
 

@@ -61,6 +61,10 @@ def test_paired_standard_error_by_hand(tmp_path) -> None:
         "held-out reward: 0.375 before (step 0) -> 0.625 at step 2 "
         "(+0.250 +- 0.144 paired SE over 4 examples, z 1.7)"
     )
+    same = {("greedy", 0): [0.5, 1.0], ("greedy", 2): [0.5, 1.0]}
+    assert held_out_summary({0: {"reward_mean": 0.75}, 2: {"reward_mean": 0.75}}, same).endswith(
+        "(+0.000 +- 0.000 paired SE over 2 examples, identical per example)"
+    )
     with pytest.raises(ValueError, match="same >= 2 examples"):
         paired_gain([0.1, 0.2], [0.3])
 
