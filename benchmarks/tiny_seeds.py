@@ -86,10 +86,15 @@ def main(argv: list[str] | None = None) -> None:
         for jitter in a.jitter:
             r = run(seed, jitter, a)
             rows.append(r)
-            cells = " | ".join(f"{r[k]:.3f}" for k in keys[:-1])
+            cells = " | ".join(_fmt(k, r[k]) for k in keys[:-1])
             print(f"| {seed} | {jitter} | {cells} | {r['minutes']:.1f} |", flush=True)
     for name, fn in (("mean", lambda v: sum(v) / len(v)), ("std", _std)):
-        print(f"| {name} | | " + " | ".join(f"{fn([r[k] for r in rows]):.3f}" for k in keys[:-1]) + " | |")
+        cells = " | ".join(_fmt(k if name == "mean" else "", fn([r[k] for r in rows])) for k in keys[:-1])
+        print(f"| {name} | | {cells} | |")
+
+
+def _fmt(key: str, value: float) -> str:
+    return {"gain": f"{value:+.3f}", "z": f"{value:.1f}"}.get(key, f"{value:.3f}")
 
 
 def _std(values: list[float]) -> float:
