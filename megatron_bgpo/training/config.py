@@ -249,6 +249,7 @@ class DataArgs:
     train_data: str | None = None  # local path or hub name; None: the task's built-in generator if any
     eval_data: str | None = None
     eval_samples: int = 64
+    overfit_batch: bool = False  # train on the step-0 rollout batch at every step and evaluate on it
     tokenizer: str | None = None  # tokenizer folder/file; default: the one stored with --load
 
     def __post_init__(self) -> None:
