@@ -143,7 +143,6 @@ class RLArgs:
         from megatron_bgpo.rl.objectives import ObjectiveConfig
 
         return ObjectiveConfig(
-            num_mc_samples=self.num_mc_samples,
             bound=self.bound,
             max_log_ratio=self.max_log_ratio,
             clip_eps=self.clip_eps,
