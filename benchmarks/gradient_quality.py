@@ -64,7 +64,7 @@ def main() -> None:
             mask_id=cfg.mask_token_id,
             iteration=seed,
         )
-        cfg_obj = ObjectiveConfig(n_t, clip_eps=0.2) if name == "diffu_grpo" else ObjectiveConfig(n_t)
+        cfg_obj = ObjectiveConfig(clip_eps=0.2) if name == "diffu_grpo" else ObjectiveConfig()
         policy.gradients(build_microbatches(batch, objective, packing), objective, cfg_obj)
         return torch.cat([q.main_grad.flatten().double() for q in chunk.parameters()])
 

@@ -127,7 +127,7 @@ def measure(args: argparse.Namespace, name: str, n_t: int) -> None:
     def update(n: int):
         packing = PackingConfig(n, 1, MaskingSpec(eos_id=cfg.eos_token_id), mask_id=cfg.mask_token_id)
         mbs = build_microbatches(batch, objective, packing)
-        policy.gradients(mbs, objective, ObjectiveConfig(n))
+        policy.gradients(mbs, objective, ObjectiveConfig())
         return mbs
 
     update(1)  # warm-up

@@ -37,6 +37,7 @@ class MicroBatch:
     row_shape: how the C per-canvas quantities fold into rows: (C,) or (rows, K).
     advantages / loss_weight: [rows]. canvas_ids: [C] index of each canvas in the update's canvas list
     (to store and look up old-policy terms). old_terms: filled by the off-policy pre-pass.
+    num_mc_samples: n_t the ELBO canvases were drawn with (``PackingConfig``, the one place it is set).
     """
 
     tokens: Tensor
@@ -51,6 +52,7 @@ class MicroBatch:
     completion_slice: slice
     old_terms: Tensor | None = None
     ref_terms: Tensor | None = None
+    num_mc_samples: int = 1
 
     @property
     def num_canvases(self) -> int:
@@ -61,7 +63,7 @@ class MicroBatch:
 class PackingConfig:
     """n_t, masking spec, micro-batch size in canvases (mc_sample) or rows (response objectives)."""
 
-    num_mc_samples: int
+    num_mc_samples: int  # n_t: stored here only; micro-batches carry it to the objective
     micro_batch_size: int
     masking: MaskingSpec
     seed: int = 0
@@ -129,7 +131,7 @@ def _autoregressive_canvases(batch: RolloutBatch, resp: Tensor, block: Tensor, c
     )
 
 
-def _elbo_microbatch(mb, row_shape, advantages, loss_weight, canvas_ids, completion) -> MicroBatch:
+def _elbo_microbatch(mb, row_shape, advantages, loss_weight, canvas_ids, completion, n_t: int) -> MicroBatch:
     """A MicroBatch over the masked canvases ``mb`` (diffusion.elbo.MaskedBatch)."""
     return MicroBatch(
         mb.tokens,
@@ -142,6 +144,7 @@ def _elbo_microbatch(mb, row_shape, advantages, loss_weight, canvas_ids, complet
         loss_weight,
         canvas_ids,
         completion,
+        num_mc_samples=n_t,
     )
 
 
@@ -181,7 +184,7 @@ def build_microbatches(batch: RolloutBatch, objective: Objective, cfg: PackingCo
             mb, sub = _elbo_canvases(batch, resp, j, cfg)
             ids = torch.arange(start, start + resp.numel())
             out.append(
-                _elbo_microbatch(mb, (resp.numel(),), sub.advantages, sub.loss_weight, ids, completion)
+                _elbo_microbatch(mb, (resp.numel(),), sub.advantages, sub.loss_weight, ids, completion, n_t)
             )
         return out
     for start in range(0, len(batch), mbs):
@@ -193,7 +196,7 @@ def build_microbatches(batch: RolloutBatch, objective: Objective, cfg: PackingCo
             row_shape = (rows.numel(), n_t)
             out.append(
                 _elbo_microbatch(
-                    mb, row_shape, batch.advantages[rows], batch.loss_weight[rows], ids, completion
+                    mb, row_shape, batch.advantages[rows], batch.loss_weight[rows], ids, completion, n_t
                 )
             )
         else:

@@ -21,15 +21,12 @@ import torch
 class ObjectiveConfig:
     """Hyper-parameters shared by the objectives (each uses the fields it needs)."""
 
-    num_mc_samples: int = 16  # n_t
     bound: Literal["both", "taylor", "jensen"] = "both"  # BGPO ablation switch (paper Table 3)
     max_log_ratio: float = 20.0  # overflow guard: exp(d) is evaluated at min(d, max_log_ratio)
     clip_eps: float | None = None  # PPO clip (vrpo_ol: off by default; diffu_grpo: 0.5 in d1)
     kl_beta: float = 0.0  # k3 KL to the reference policy
 
     def __post_init__(self) -> None:
-        if self.num_mc_samples < 1:
-            raise ValueError(f"num_mc_samples must be >= 1, got {self.num_mc_samples}")
         if self.bound not in ("both", "taylor", "jensen"):
             raise ValueError(f"bound must be 'both', 'taylor' or 'jensen', got {self.bound!r}")
         if self.clip_eps is not None and not 0 < self.clip_eps < 1:
@@ -47,6 +44,8 @@ class RowTerms:
     advantages: [N]. weights: [N] global loss coefficients.
     old_logp / ref_logp: same shape as logp, no grad; old None means on-policy (detached current).
     valid: [N, K] bool for 2-D terms (padding MC samples / tokens outside the completion).
+    num_mc_samples: n_t, the MC samples drawn per response (from the micro-batch, which packed them);
+        the 1/n_t of the mc_sample objectives (bgpo, elbo_sft).
     """
 
     logp: torch.Tensor
@@ -55,6 +54,13 @@ class RowTerms:
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None
     valid: torch.Tensor | None = None
+    num_mc_samples: int | None = None
+
+    def mc_samples(self, name: str) -> int:
+        """n_t, required by the mc_sample objective ``name``."""
+        if self.num_mc_samples is None or self.num_mc_samples < 1:
+            raise ValueError(f"{name} needs num_mc_samples >= 1 (n_t), got {self.num_mc_samples}")
+        return self.num_mc_samples
 
     def log_ratio(self) -> torch.Tensor:
         old = self.logp.detach() if self.old_logp is None else self.old_logp
@@ -119,7 +125,7 @@ def bgpo(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[str, 
         g = jensen
     else:
         g = torch.where(a >= 0, taylor, jensen)
-    g = g / cfg.num_mc_samples
+    g = g / rows.mc_samples("bgpo")
     loss = -(rows.weights.to(g.dtype) * g).sum()
     return loss, {**guard, "log_ratio_abs_max": float(d.detach().abs().max())}
 
@@ -186,7 +192,7 @@ def elbo_sft(rows: RowTerms, cfg: ObjectiveConfig) -> tuple[torch.Tensor, dict[s
     per-sample weights are all 1 instead of up to 1/eps; the tiny CPU run learns with it and not
     with ``elbo_sft`` (docs/training.md).
     """
-    loss = -(rows.weights.to(rows.logp.dtype) * rows.logp).sum() / cfg.num_mc_samples
+    loss = -(rows.weights.to(rows.logp.dtype) * rows.logp).sum() / rows.mc_samples("elbo_sft")
     return loss, {}
 
 

@@ -112,7 +112,9 @@ def policy_update(
                     mismatches.append(line)
             old = None if mb.old_terms is None else mb.old_terms.reshape(terms.shape)
             ref = None if mb.ref_terms is None else mb.ref_terms.reshape(terms.shape)
-            rows = RowTerms(terms, mb.advantages, mb.loss_weight, old_logp=old, ref_logp=ref, valid=valid)
+            rows = RowTerms(
+                terms, mb.advantages, mb.loss_weight, old, ref, valid, num_mc_samples=mb.num_mc_samples
+            )
             loss, stats = objective.fn(rows, cfg)
             return loss, torch.ones((), dtype=torch.int), {"loss": loss.detach().item(), **stats}
 

@@ -143,7 +143,6 @@ class RLArgs:
         from megatron_bgpo.rl.objectives import ObjectiveConfig
 
         return ObjectiveConfig(
-            num_mc_samples=self.num_mc_samples,
             bound=self.bound,
             max_log_ratio=self.max_log_ratio,
             clip_eps=self.clip_eps,
@@ -249,6 +248,7 @@ class DataArgs:
     train_data: str | None = None  # local path or hub name; None: the task's built-in generator if any
     eval_data: str | None = None
     eval_samples: int = 64
+    overfit_batch: bool = False  # train on the step-0 rollout batch at every step and evaluate on it
     tokenizer: str | None = None  # tokenizer folder/file; default: the one stored with --load
 
     def __post_init__(self) -> None:

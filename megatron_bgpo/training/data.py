@@ -2,7 +2,8 @@
 
 The data position of a run is just the step counter: batch k is the k-th slice of a seeded
 permutation of the examples (a new permutation each epoch), so resuming at step k continues
-exactly where the run stopped, whatever the parallel layout.
+exactly where the run stopped, whatever the parallel layout. With ``fixed`` every step serves batch 0
+(``--overfit-batch``: a check that the update raises the reward on the prompts it trains on).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class PromptSource:
     examples: Sequence[Any]
     batch_size: int
     seed: int = 0
+    fixed: bool = False  # every step serves the step-0 batch
 
     def __post_init__(self) -> None:
         if not self.examples:
@@ -36,10 +38,14 @@ class PromptSource:
         return len(self.examples) // self.batch_size
 
     def global_indices(self, step: int) -> np.ndarray:
-        """Example indices of the global batch at ``step`` (drop-last epochs)."""
-        epoch, within = divmod(step, self.batches_per_epoch)
+        """Example indices of the global batch at ``step`` (drop-last epochs; always step 0's if fixed)."""
+        epoch, within = divmod(0 if self.fixed else step, self.batches_per_epoch)
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
         return order[within * self.batch_size : (within + 1) * self.batch_size]
+
+    def batch(self, step: int) -> list[Any]:
+        """The whole global batch at ``step``."""
+        return [self.examples[i] for i in self.global_indices(step)]
 
     def shard(self, step: int, dp_rank: int, dp_size: int) -> tuple[list[Any], np.ndarray]:
         """This DP rank's examples at ``step`` and their positions in the global batch."""

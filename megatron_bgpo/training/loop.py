@@ -61,11 +61,16 @@ class Trainer:
         self.masking = rl.masking_spec(tok.eos_id)
         self.task = get_task(cfg.data.task)
         examples = load_examples(self.task, cfg.data.train_data, "train", cfg.seed)
-        self.train_source = PromptSource(examples, rl.rollout_batch_size, seed=cfg.seed)
+        overfit = cfg.data.overfit_batch
+        self.train_source = PromptSource(examples, rl.rollout_batch_size, seed=cfg.seed, fixed=overfit)
         g, log, sampler = cfg.generation, cfg.logging, cfg.generation.sampler(tok)
         self.rollout = Rollout(tok, self.task, sampler, rl, g.max_prompt_length, cfg.seed, self.groups)
-        eval_examples = load_examples(self.task, cfg.data.eval_data, "test", cfg.seed)
-        self.evaluate = Evaluator(tok, self.task, eval_examples[: cfg.data.eval_samples], sampler, cfg)
+        if overfit:  # evaluate on the very prompts the run trains on
+            eval_examples = self.train_source.batch(0)
+        else:
+            eval_examples = load_examples(self.task, cfg.data.eval_data, "test", cfg.seed)
+            eval_examples = eval_examples[: cfg.data.eval_samples]
+        self.evaluate = Evaluator(tok, self.task, eval_examples, sampler, cfg)
         jsonl = f"{cfg.checkpoint.save}/metrics.jsonl" if cfg.checkpoint.save else None
         self.logger = MetricsLogger(
             cfg.train_steps, log.tensorboard_dir, log.wandb_project, jsonl_path=jsonl, config=cfg.to_dict()

@@ -38,13 +38,18 @@ def test_bgpo_on_policy_equals_nonlinear_objective_fp64(sign: float) -> None:
 
     # BGPO: one backward per (response, MC sample), gradients accumulated.
     th = theta.clone().requires_grad_()
-    cfg = ObjectiveConfig(num_mc_samples=n_t)
+    cfg = ObjectiveConfig()
     total = 0.0
     for i in range(group):
         for j in range(n_t):
             row = _toy_elbo_terms(th, group, n_t, seed=1)[i, j].reshape(1)
             loss, _ = OBJECTIVES["bgpo"].fn(
-                RowTerms(row, advantages[i].reshape(1), torch.full((1,), 1.0 / group, dtype=torch.float64)),
+                RowTerms(
+                    row,
+                    advantages[i].reshape(1),
+                    torch.full((1,), 1.0 / group, dtype=torch.float64),
+                    num_mc_samples=n_t,
+                ),
                 cfg,
             )
             loss.backward()
@@ -60,12 +65,14 @@ def test_bgpo_on_policy_equals_nonlinear_objective_fp64(sign: float) -> None:
 def test_bgpo_off_policy_is_a_lower_bound_with_equality_at_zero() -> None:
     gen = torch.Generator().manual_seed(3)
     n_t = 16
-    cfg = ObjectiveConfig(num_mc_samples=n_t)
+    cfg = ObjectiveConfig()
     for trial in range(200):
         d = torch.randn(n_t, generator=gen, dtype=torch.float64) * (0.0 if trial == 0 else 0.5 + trial / 100)
         a = torch.randn((), generator=gen, dtype=torch.float64) * 2
         old = torch.randn(n_t, generator=gen, dtype=torch.float64)
-        rows = RowTerms(old + d, a.expand(n_t), torch.ones(n_t, dtype=torch.float64), old_logp=old)
+        rows = RowTerms(
+            old + d, a.expand(n_t), torch.ones(n_t, dtype=torch.float64), old_logp=old, num_mc_samples=n_t
+        )
         bound = -OBJECTIVES["bgpo"].fn(rows, cfg)[0]
         nonlinear = torch.exp(d.mean()) * a
         if trial == 0:
@@ -79,15 +86,14 @@ def _two_responses(objective: str) -> tuple[RowTerms, ObjectiveConfig]:
     if objective == "bgpo":  # rows = MC samples: response 1 (A=1) d=[0.1,-0.2]; response 2 (A=-0.5) d=[0.3,0]
         d = torch.tensor([0.1, -0.2, 0.3, 0.0], **f64)
         a = torch.tensor([1.0, 1.0, -0.5, -0.5], **f64)
-        return RowTerms(d, a, torch.full((4,), 0.5, **f64), old_logp=torch.zeros(4, **f64)), ObjectiveConfig(
-            2
-        )
+        rows = RowTerms(d, a, torch.full((4,), 0.5, **f64), old_logp=torch.zeros(4, **f64), num_mc_samples=2)
+        return rows, ObjectiveConfig()
     if objective == "vrpo_ol":  # rows = responses with n_t=2 samples, same d as above
         d = torch.tensor([[0.1, -0.2], [0.3, 0.0]], **f64)
         a = torch.tensor([1.0, -0.5], **f64)
         return RowTerms(
             d, a, torch.full((2,), 0.5, **f64), old_logp=torch.zeros(2, 2, **f64)
-        ), ObjectiveConfig(2)
+        ), ObjectiveConfig()
     # diffu_grpo: per-token log-ratios, eps 0.2, two completions of 2 and 1 valid tokens (weight 1/2 each).
     d = torch.tensor([[0.1, -0.3], [0.5, 0.0]], **f64)
     valid = torch.tensor([[True, True], [True, False]])
@@ -98,7 +104,7 @@ def _two_responses(objective: str) -> tuple[RowTerms, ObjectiveConfig]:
         torch.zeros(2, 2, **f64),
         valid=valid,
     )
-    return rows, ObjectiveConfig(1, clip_eps=0.2)
+    return rows, ObjectiveConfig(clip_eps=0.2)
 
 
 # Hand-derived: bgpo -0.5*((1.1+0.8)/2 - 0.5*(e^0.3 + 1)/2); vrpo_ol -0.5*(e^-0.05 - 0.5 e^0.15);
@@ -126,16 +132,16 @@ def test_bgpo_bound_switches_and_overflow_guard() -> None:
     d = torch.tensor([0.5, 100.0], dtype=torch.float64)
     a = torch.tensor([-1.0, -1.0], dtype=torch.float64)
     w = torch.ones(2, dtype=torch.float64)
-    rows = RowTerms(d, a, w, old_logp=torch.zeros(2, dtype=torch.float64))
-    loss, stats = OBJECTIVES["bgpo"].fn(rows, ObjectiveConfig(1, max_log_ratio=20.0))
+    rows = RowTerms(d, a, w, old_logp=torch.zeros(2, dtype=torch.float64), num_mc_samples=1)
+    loss, stats = OBJECTIVES["bgpo"].fn(rows, ObjectiveConfig(max_log_ratio=20.0))
     assert stats["overflow_guard"] == 1 and stats["exp_rows"] == 2  # clamp_fraction 1/2
     assert loss.item() == pytest.approx(
         torch.exp(torch.tensor(0.5)).item() + torch.exp(torch.tensor(20.0)).item()
     )
-    taylor, _ = OBJECTIVES["bgpo"].fn(rows, ObjectiveConfig(1, bound="taylor"))
+    taylor, _ = OBJECTIVES["bgpo"].fn(rows, ObjectiveConfig(bound="taylor"))
     assert taylor.item() == pytest.approx(1.5 + 101.0)
-    pos = RowTerms(d, -a, w, old_logp=torch.zeros(2, dtype=torch.float64))
-    jensen, _ = OBJECTIVES["bgpo"].fn(pos, ObjectiveConfig(1, bound="jensen", max_log_ratio=20.0))
+    pos = RowTerms(d, -a, w, old_logp=torch.zeros(2, dtype=torch.float64), num_mc_samples=1)
+    jensen, _ = OBJECTIVES["bgpo"].fn(pos, ObjectiveConfig(bound="jensen", max_log_ratio=20.0))
     assert jensen.item() == pytest.approx(
         -(torch.exp(torch.tensor(0.5)).item() + torch.exp(torch.tensor(20.0)).item())
     )
@@ -155,9 +161,11 @@ def test_group_advantages_hand_values() -> None:
 
 
 def test_elbo_sft_is_negative_mean_elbo() -> None:
-    rows = RowTerms(torch.tensor([-2.0, -4.0]), torch.zeros(2), torch.full((2,), 0.5))
-    loss, _ = get_objective("elbo_sft").fn(rows, ObjectiveConfig(num_mc_samples=2))
+    rows = RowTerms(torch.tensor([-2.0, -4.0]), torch.zeros(2), torch.full((2,), 0.5), num_mc_samples=2)
+    loss, _ = get_objective("elbo_sft").fn(rows, ObjectiveConfig())
     assert loss.item() == pytest.approx(1.5)  # -(0.5 * -2 + 0.5 * -4) / 2
+    with pytest.raises(ValueError, match="elbo_sft needs num_mc_samples"):  # n_t comes with the rows
+        get_objective("elbo_sft").fn(RowTerms(rows.logp, rows.advantages, rows.weights), ObjectiveConfig())
 
 
 def test_masked_sft_terms_drop_the_elbo_weight(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,7 +252,7 @@ def test_diffu_grpo_matches_d1_loss_fp64() -> None:
     assert torch.equal(adv, d1_adv)
     cur = logps0.clone().requires_grad_()
     rows = RowTerms(cur, adv, torch.full((n,), 1.0 / n, dtype=torch.float64), old, ref, valid)
-    loss, stats = get_objective("diffu_grpo").fn(rows, ObjectiveConfig(1, clip_eps=eps, kl_beta=beta))
+    loss, stats = get_objective("diffu_grpo").fn(rows, ObjectiveConfig(clip_eps=eps, kl_beta=beta))
     loss.backward()
     assert loss.item() == pytest.approx(d1.item(), rel=1e-12, abs=1e-15)
     assert torch.allclose(cur.grad, cur_d1.grad, rtol=1e-10, atol=1e-15)
@@ -254,5 +262,5 @@ def test_diffu_grpo_matches_d1_loss_fp64() -> None:
         torch.cat([cur.detach(), logps0], 1), adv, rows.weights, torch.cat([old, old], 1),
         torch.cat([ref, ref], 1), torch.cat([valid, torch.zeros_like(valid)], 1),
     )  # fmt: skip
-    again, _ = get_objective("diffu_grpo").fn(longer, ObjectiveConfig(1, clip_eps=eps, kl_beta=beta))
+    again, _ = get_objective("diffu_grpo").fn(longer, ObjectiveConfig(clip_eps=eps, kl_beta=beta))
     assert again.item() == pytest.approx(loss.item(), rel=1e-12)

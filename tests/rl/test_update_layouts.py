@@ -49,7 +49,7 @@ def _packing(mbs: int, ar_block: int = 1) -> PackingConfig:
 
 
 def _objective_cfg(name: str) -> ObjectiveConfig:
-    return ObjectiveConfig(N_T, clip_eps=0.2, kl_beta=0.0) if name == "diffu_grpo" else ObjectiveConfig(N_T)
+    return ObjectiveConfig(clip_eps=0.2, kl_beta=0.0) if name == "diffu_grpo" else ObjectiveConfig()
 
 
 def _merge_tp(m, shards: list[torch.Tensor]) -> torch.Tensor:
@@ -134,6 +134,7 @@ def _oracle_grads(objective_name: str = "bgpo") -> tuple[dict, float]:
             (mb.elbo_weight.double() * (lp * mb.loss_mask).sum(-1)).reshape(mb.row_shape),
             mb.advantages,
             mb.loss_weight,
+            num_mc_samples=N_T,
         )
     else:
         done = mb.completion_slice

@@ -1,6 +1,6 @@
 """Does a Sudoku checkpoint read its puzzle? One denoiser pass per puzzle with the answer canvas fully masked.
 
-    .venv/bin/python benchmarks/prompt_reliance.py --load runs/tiny/sft --data runs/tiny/base/eval.csv
+    .venv/bin/python experiments/prompt_reliance.py --load runs/tiny/sft --data runs/tiny/base/eval.csv
 
 For each puzzle the reference completion (d1 format, EOS-padded to ``--gen-length``) is masked entirely
 and the model predicts the 16 grid digits at once, given (a) its own puzzle and (b) the next puzzle's

@@ -1,6 +1,6 @@
 """Does the 1/t ELBO weight slow masked-diffusion SFT at small batch? A plain-PyTorch check, no Megatron.
 
-    .venv/bin/python benchmarks/sft_weighting.py --base runs/tiny/base --steps 600
+    .venv/bin/python experiments/sft_weighting.py --base runs/tiny/base --train-steps 600
 
 Trains the tiny run's config (``--base``: config.json, tokenizer/, train.csv, eval.csv from
 ``python -m megatron_bgpo.training.tiny``) twice from the same initial weights with the plain-PyTorch
@@ -9,7 +9,7 @@ and cosine, beta2 0.95, clip 1.0, batch 32): once with LLaDA's loss (masked-toke
 ``elbo_sft``) and once without the weight (``masked_sft``). Masks come from the project's
 ``diffusion.masking.sample_masks`` (continuous, eps 1e-3). Every ``--report`` steps it prints, on 128
 held-out puzzles with the answer canvas fully masked, the argmax accuracy on the given cells (copying)
-and on the empty ones (solving), as ``benchmarks/prompt_reliance.py`` does for Megatron checkpoints.
+and on the empty ones (solving), as ``experiments/prompt_reliance.py`` does for Megatron checkpoints.
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ def train(weighted: bool, a, cfg, tokenizer, train_set, eval_set) -> None:
     spec = MaskingSpec(mode="continuous", eps=1e-3, stratified=False)
     gen = torch.Generator().manual_seed(a.seed)
     start = time.perf_counter()
-    for step in range(1, a.steps + 1):
+    for step in range(1, a.train_steps + 1):
         lr = a.lr * min(1.0, step / 10)
-        lr *= a.min_lr_ratio + (1 - a.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * step / a.steps))
+        lr *= a.min_lr_ratio + (1 - a.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * step / a.train_steps))
         for group in opt.param_groups:
             group["lr"] = lr
         idx = torch.randint(0, prompts.shape[0], (a.batch,), generator=gen)
@@ -91,7 +91,7 @@ def train(weighted: bool, a, cfg, tokenizer, train_set, eval_set) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", type=Path, default=Path("runs/tiny/base"))
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--train-steps", type=int, default=600)
     p.add_argument("--report", type=int, default=200)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
