@@ -242,7 +242,8 @@ def load_for_inference(
     env = init_distributed()
     groups = parallel_groups(parallel, env)
     set_seed(seed)  # also seeds megatron's model-parallel RNG tracker, which the forward uses
+    model_cfg = read_checkpoint_config(load)  # first: a bad --load is named as such, not as a tokenizer
     tokenizer = load_tokenizer(tokenizer_path or load)
-    tokenizer.check_model_vocab(read_checkpoint_config(load).embedding_size)
+    tokenizer.check_model_vocab(model_cfg.embedding_size)
     dtype = cpu_compat.inference_dtype(params_dtype(dtype_name))
     return tokenizer, Policy.from_checkpoint(load, parallel, groups, dtype)

@@ -34,7 +34,6 @@ def _run(out: Path, seed: int) -> tuple[float, float, float]:
         BGPO_STEPS=str(BGPO_STEPS),
         EVAL_SAMPLES=str(EVAL_SAMPLES),
         EVAL_INTERVAL=str(BGPO_STEPS),
-        MASTER_PORT=str(29561 + seed),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     sft = [json.loads(line) for line in (out / "sft" / "metrics.jsonl").read_text().splitlines()]
