@@ -1,7 +1,8 @@
 """Declarative HF <-> Megatron mapping for LLaDA: one entry per Megatron tensor.
 
-Each entry names the Megatron parameter (local layer spec; the Transformer-Engine spec differs only
-for the two norms fused into the following linear), the HF tensor(s) it is made of (spec §1.2,
+Each entry names the Megatron parameter of the HybridModel build (per-block tensors by their name inside
+the block's attention or MLP sublayer; local layer spec, the Transformer-Engine spec differs only for the
+two norms fused into the following linear), the HF tensor(s) it is made of (spec §1.2,
 without the ``model.transformer.`` prefix), and how it splits over tensor parallelism:
 
 - ``replicated``: every TP rank holds the whole tensor (norm weights);
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from megatron_bgpo.checkpointing.layout import GPT, HYBRID, block_of, gpt_key, sublayer_index
 from megatron_bgpo.models.llada.config import LLaDAConfig
 from megatron_bgpo.models.llada.reference import hf_tensor_shapes
 
@@ -33,58 +35,65 @@ Reader = Callable[[str, int | None, int, int], torch.Tensor]
 
 @dataclass(frozen=True)
 class TensorMapping:
+    """One Megatron tensor. ``megatron`` is its name in the model for whole-model tensors, or inside its
+    sublayer (``sublayer`` "attention" | "mlp" of each LLaDA block) for per-block tensors."""
+
     megatron: str
     hf: tuple[str, ...]
     split: str
+    sublayer: str | None = None
     te_megatron: str | None = None
 
     @property
     def per_layer(self) -> bool:
-        return "{layer}" in self.megatron
+        return self.sublayer is not None
 
-    def megatron_name(self, layer: int | None = None, use_te: bool = False) -> str:
+    def megatron_name(self, local_index: int | None = None, use_te: bool = False) -> str:
+        """Parameter name in a model chunk; ``local_index`` = the sublayer's index in that chunk's stack."""
         name = self.te_megatron if (use_te and self.te_megatron) else self.megatron
-        return name.format(layer=layer)
+        return f"decoder.layers.{local_index}.{name}" if self.per_layer else name
 
     def hf_names(self, layer: int | None = None) -> tuple[str, ...]:
         return tuple(n.format(layer=layer) for n in self.hf)
 
-    @property
-    def checkpoint_key(self) -> str:
-        """Key of the logical tensor in a Megatron dist checkpoint.
+    def checkpoint_key(self, layer: int | None = None, layout: str = HYBRID) -> str:
+        """Key of the logical tensor in a Megatron dist checkpoint of ``layout`` (checkpointing/layout.py):
+        block ``layer``'s own key in the hybrid layout, the stacked key in the GPT layout. Norms are named
+        as the Transformer-Engine spec does (the local spec maps its keys onto those)."""
+        name = self.te_megatron or self.megatron
+        key = f"decoder.layers.{sublayer_index(layer, self.sublayer)}.{name}" if self.per_layer else name
+        return gpt_key(key)[0] if layout == GPT else key
 
-        megatron-core stacks layers on a leading axis (key without the layer index) and names the
-        norms as the Transformer-Engine spec does (the local spec maps its keys onto those).
-        """
-        return (self.te_megatron or self.megatron).replace("{layer}.", "")
 
-
-L = "decoder.layers.{layer}."
+A, M = "attention", "mlp"
 MAPPINGS: tuple[TensorMapping, ...] = (
     TensorMapping("embedding.word_embeddings.weight", ("wte.weight",), "vocab"),
     TensorMapping(
-        L + "input_layernorm.weight",
+        "input_layernorm.weight",
         ("blocks.{layer}.attn_norm.weight",),
         "replicated",
-        te_megatron=L + "self_attention.linear_qkv.layer_norm_weight",
+        A,
+        te_megatron="self_attention.linear_qkv.layer_norm_weight",
     ),
     TensorMapping(
-        L + "self_attention.linear_qkv.weight",
+        "self_attention.linear_qkv.weight",
         ("blocks.{layer}.q_proj.weight", "blocks.{layer}.k_proj.weight", "blocks.{layer}.v_proj.weight"),
         "qkv",
+        A,
     ),
-    TensorMapping(L + "self_attention.linear_proj.weight", ("blocks.{layer}.attn_out.weight",), "row"),
+    TensorMapping("self_attention.linear_proj.weight", ("blocks.{layer}.attn_out.weight",), "row", A),
     TensorMapping(
-        L + "pre_mlp_layernorm.weight",
+        "pre_mlp_layernorm.weight",
         ("blocks.{layer}.ff_norm.weight",),
         "replicated",
-        te_megatron=L + "mlp.linear_fc1.layer_norm_weight",
+        M,
+        te_megatron="mlp.linear_fc1.layer_norm_weight",
     ),
     TensorMapping(
-        L + "mlp.linear_fc1.weight", ("blocks.{layer}.ff_proj.weight", "blocks.{layer}.up_proj.weight"), "glu"
+        "mlp.linear_fc1.weight", ("blocks.{layer}.ff_proj.weight", "blocks.{layer}.up_proj.weight"), "glu", M
     ),
-    TensorMapping(L + "mlp.linear_fc2.weight", ("blocks.{layer}.ff_out.weight",), "row"),
-    TensorMapping("decoder.final_layernorm.weight", ("ln_f.weight",), "replicated"),
+    TensorMapping("mlp.linear_fc2.weight", ("blocks.{layer}.ff_out.weight",), "row", M),
+    TensorMapping("decoder.final_norm.weight", ("ln_f.weight",), "replicated"),
     TensorMapping("output_layer.weight", ("ff_out.weight",), "vocab"),
 )
 
@@ -193,16 +202,16 @@ def dict_reader(hf_weights: dict[str, torch.Tensor]) -> Reader:
     return read
 
 
-def model_layer_map(model: torch.nn.Module) -> dict[int, int]:
-    """Local layer index -> global (0-based) layer index for one pipeline stage of a GPTModel."""
+def model_layer_map(model: torch.nn.Module) -> dict[int, tuple[int, str]]:
+    """Local sublayer index -> (global block, sublayer) for one pipeline stage of the HybridModel."""
     decoder = getattr(model, "decoder", None)
     if decoder is None:
         return {}
-    return {local: layer.layer_number - 1 for local, layer in enumerate(decoder.layers)}
+    return {local: block_of(layer.layer_number - 1) for local, layer in enumerate(decoder.layers)}
 
 
 def iter_stage_tensors(model: torch.nn.Module) -> Iterator[tuple[str, TensorMapping, int | None]]:
-    """(local Megatron name, mapping, global layer) for every mapped tensor this stage holds."""
+    """(local Megatron name, mapping, global block) for every mapped tensor this stage holds."""
     params = dict(model.named_parameters())
     layers = model_layer_map(model)
     for m in MAPPINGS:
@@ -210,10 +219,10 @@ def iter_stage_tensors(model: torch.nn.Module) -> Iterator[tuple[str, TensorMapp
             if use_te and m.te_megatron is None:
                 continue
             if m.per_layer:
-                for local, global_layer in layers.items():
+                for local, (block, sublayer) in layers.items():
                     name = m.megatron_name(local, use_te)
-                    if name in params:
-                        yield name, m, global_layer
+                    if sublayer == m.sublayer and name in params:
+                        yield name, m, block
             elif m.megatron_name(None, use_te) in params:
                 yield m.megatron_name(None, use_te), m, None
 

@@ -13,7 +13,9 @@ On-disk layout (Megatron-LM conventions)::
 
 The state dict is Megatron-LM's: ``{"model": chunk.sharded_state_dict()}`` (``model0``, ``model1``, ...
 with virtual pipeline stages) plus ``checkpoint_version`` and ``iteration``. Tensors are stored under
-their global (TP=1, layers stacked) keys, so `load_model_checkpoint` reshards to any TP/PP layout.
+their global (TP=1) keys, so `load_model_checkpoint` reshards to any TP/PP layout. The HybridModel build
+writes one key per sublayer; checkpoints in the GPTModel layout (layers stacked, written by earlier
+builds) load too (checkpointing/layout.py).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from megatron.core.dist_checkpointing.strategies.torch import (
 from megatron.core.dist_checkpointing.validation import StrictHandling
 
 from megatron_bgpo.checkpointing.hf_io import CheckpointError, config_from_file
+from megatron_bgpo.checkpointing.layout import GPT, detect_layout, to_gpt_layout
 from megatron_bgpo.checkpointing.llada_mapping import TensorMapping, logical_shape, model_mappings
 from megatron_bgpo.models.llada.config import LLaDAConfig
 from megatron_bgpo.tokenizer.loader import CHECKPOINT_SUBDIR
@@ -305,6 +308,17 @@ def save_model_checkpoint(
     return folder
 
 
+def checkpoint_layout(folder: Path) -> str:
+    """``hybrid`` or ``gpt``: the model layout of a checkpoint folder's tensors (checkpointing/layout.py)."""
+    return detect_layout(dist_checkpointing.load_tensors_metadata(str(folder)))
+
+
+def sharded_state_for(state: dict, folder: Path, n_layers: int) -> dict:
+    """``state`` (model and optimizer sharded tensors of the HybridModel build) keyed as ``folder``
+    stores them: rewritten to the GPT layout for a checkpoint of the earlier GPTModel build."""
+    return to_gpt_layout(state, n_layers) if checkpoint_layout(folder) == GPT else state
+
+
 def _is_extra_state(key: str) -> bool:
     return key.split("/")[0].endswith("_extra_state")
 
@@ -334,7 +348,7 @@ def load_model_checkpoint(
     """
     _, folder, iteration = resolve_checkpoint(ckpt_dir)
     verify_checkpoint(folder)
-    state = model_sharded_state_dict(model_chunks)
+    state = sharded_state_for(model_sharded_state_dict(model_chunks), folder, _num_blocks(model_chunks))
     _check_shapes(state, folder)
     # "unexpected" in megatron-core's terms: requested by the model but absent from the checkpoint.
     loaded, _, unexpected = dist_checkpointing.load(
@@ -343,6 +357,20 @@ def load_model_checkpoint(
     missing_weights = sorted(k for k in unexpected if not _is_extra_state(k))
     if missing_weights and strict:
         raise CheckpointError(f"{folder}: weights missing from the checkpoint: {missing_weights[:6]}")
+    load_into_chunks(model_chunks, loaded, folder, strict)
+    return iteration or 0
+
+
+def _num_blocks(model_chunks: Sequence[torch.nn.Module]) -> int:
+    """LLaDA blocks of the whole model (the HybridModel's config counts two sublayers per block)."""
+    return model_chunks[0].config.num_layers // 2
+
+
+def load_into_chunks(
+    model_chunks: Sequence[torch.nn.Module], loaded: dict, folder: Path, strict: bool = True
+) -> None:
+    """Copy a loaded checkpoint's model entries into the chunks; only ``_extra_state`` entries (TE FP8
+    metadata; absent from GPT-layout checkpoints for the output layer) may be missing."""
     for key, chunk in zip(_chunk_keys(model_chunks), model_chunks, strict=True):
         result = chunk.load_state_dict(loaded[key], strict=False)
         bad = [k for k in result.missing_keys if not k.endswith("_extra_state")]
@@ -351,7 +379,6 @@ def load_model_checkpoint(
                 f"{folder}: state dict mismatch for {key}: missing {bad[:6]}, "
                 f"unexpected {list(result.unexpected_keys)[:6]}"
             )
-    return iteration or 0
 
 
 class MegatronCheckpointReader:
@@ -366,34 +393,35 @@ class MegatronCheckpointReader:
         verify_checkpoint(self.folder)
         self.cfg = cfg or read_checkpoint_config(self.root)
         self.metadata = dist_checkpointing.load_tensors_metadata(str(self.folder))
-        self.dtype = self.metadata[model_mappings(self.cfg)[0].checkpoint_key].dtype
+        self.layout = detect_layout(self.metadata)
+        self.dtype = self.metadata[model_mappings(self.cfg)[0].checkpoint_key(layout=self.layout)].dtype
         self._strategy = TorchDistLoadShardedStrategy()
 
     def check(self) -> None:
         """Every mapped tensor is present with the shape ``cfg`` implies."""
         for m in model_mappings(self.cfg):
-            key = m.checkpoint_key
-            if key not in self.metadata:
-                raise CheckpointError(f"{self.folder}: tensor missing: {key}")
-            want = ((self.cfg.n_layers,) if m.per_layer else ()) + logical_shape(m, self.cfg)
-            have = tuple(self.metadata[key].global_shape)
-            if have != want:
-                raise CheckpointError(
-                    f"shape mismatch: {key} in {self.folder} has shape {list(have)}, "
-                    f"{CONFIG_FILE} implies {list(want)}"
-                )
+            for layer in range(self.cfg.n_layers) if m.per_layer and self.layout != GPT else [0]:
+                key = m.checkpoint_key(layer, self.layout)
+                if key not in self.metadata:
+                    raise CheckpointError(f"{self.folder}: tensor missing: {key}")
+                stacked = m.per_layer and self.layout == GPT
+                want = ((self.cfg.n_layers,) if stacked else ()) + logical_shape(m, self.cfg)
+                have = tuple(self.metadata[key].global_shape)
+                if have != want:
+                    raise CheckpointError(
+                        f"shape mismatch: {key} in {self.folder} has shape {list(have)}, "
+                        f"{CONFIG_FILE} implies {list(want)}"
+                    )
 
     def read(self, m: TensorMapping, layer: int | None) -> torch.Tensor:
-        """The logical tensor of mapping ``m`` (one layer of it for per-layer tensors)."""
+        """The logical tensor of mapping ``m`` (block ``layer``'s for per-block tensors)."""
         shape = logical_shape(m, self.cfg)
-        meta = self.metadata[m.checkpoint_key]
-        if m.per_layer:
+        key = m.checkpoint_key(layer, self.layout)
+        meta = self.metadata[key]
+        if m.per_layer and self.layout == GPT:  # one slice of the stacked tensor
             buf = torch.empty((1, *shape), dtype=meta.dtype)
-            sh = ShardedTensor.from_rank_offsets(
-                m.checkpoint_key, buf, (0, layer, self.cfg.n_layers), replica_id=0
-            )
-        else:
-            buf = torch.empty(shape, dtype=meta.dtype)
-            sh = ShardedTensor.from_rank_offsets(m.checkpoint_key, buf, replica_id=0)
-        out = self._strategy.load({"t": sh}, self.folder)["t"]
-        return out[0] if m.per_layer else out
+            sh = ShardedTensor.from_rank_offsets(key, buf, (0, layer, self.cfg.n_layers), replica_id=0)
+            return self._strategy.load({"t": sh}, self.folder)["t"][0]
+        buf = torch.empty(shape, dtype=meta.dtype)
+        sh = ShardedTensor.from_rank_offsets(key, buf, replica_id=0)
+        return self._strategy.load({"t": sh}, self.folder)["t"]

@@ -38,9 +38,11 @@ from megatron_bgpo.checkpointing.megatron_io import (
     SyncTorchDistSaveStrategy,
     from_rank0,
     iteration_dirname,
+    load_into_chunks,
     load_model_checkpoint,
     model_sharded_state_dict,
     resolve_checkpoint,
+    sharded_state_for,
     shared_files,
     verify_checkpoint,
     write_atomic,
@@ -61,7 +63,7 @@ class Progress:
 
 
 def _unwrap(model) -> list[torch.nn.Module]:
-    """The GPTModel chunks inside megatron DDP wrappers (whose load_state_dict returns nothing)."""
+    """The model chunks inside megatron DDP wrappers (whose load_state_dict returns nothing)."""
     return [getattr(m, "module", m) for m in model]
 
 
@@ -287,10 +289,9 @@ def load(args: CheckpointArgs, model, optimizer, scheduler, folder: Path | None 
     common = dist_checkpointing.load_common_state_dict(str(folder))
     same_world = common.get("world_size") == dist.get_world_size()
     state = _state(model, optimizer, scheduler, 0, is_loading=True, with_rng=same_world)
-    loaded = dist_checkpointing.load(state, str(folder))
-    keys = [k for k in loaded if k.startswith("model")]
-    for key, chunk in zip(sorted(keys), _unwrap(model), strict=True):
-        chunk.load_state_dict(loaded[key])
+    n_blocks = _unwrap(model)[0].config.num_layers // 2
+    loaded = dist_checkpointing.load(sharded_state_for(state, folder, n_blocks), str(folder))
+    load_into_chunks(_unwrap(model), loaded, folder)
     optimizer.load_state_dict(loaded["optimizer"])
     scheduler.load_state_dict(loaded["opt_param_scheduler"])
     if same_world and loaded.get("rng_state") is not None:

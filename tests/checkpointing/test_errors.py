@@ -89,7 +89,7 @@ CASES = (
     Case("export_config_edited", r"release is damaged: .*config.json has \d+ bytes, manifest.json records",
          lambda d: _edit_json(d / "config.json", lambda c: c.update(mlp_hidden_size=96)), export=True),
     # Without a manifest (a checkpoint saved before manifests existed) the edit meets the shape check.
-    Case("export_config_mismatch", r"shape mismatch: decoder.layers.mlp.linear_fc1.weight",
+    Case("export_config_mismatch", r"shape mismatch: decoder.layers.1.mlp.linear_fc1.weight",
          lambda d: (_edit_json(d / "config.json", lambda c: c.update(mlp_hidden_size=96)),
                     (d / "release" / "manifest.json").unlink()), export=True),
 )  # fmt: skip

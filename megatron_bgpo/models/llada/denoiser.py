@@ -25,7 +25,7 @@ from megatron_bgpo.diffusion.sampler import PipelineComm
 from megatron_bgpo.diffusion.vocab import VocabShard
 from megatron_bgpo.models.llada.config import LLaDAConfig
 from megatron_bgpo.models.llada.model import llada_forward
-from megatron_bgpo.models.llada.prefix_cache import KV, AttentionCache, stage_forward, unwrap_gpt
+from megatron_bgpo.models.llada.prefix_cache import KV, AttentionCache, stage_forward, unwrap_model
 from megatron_bgpo.parallel.groups import ParallelGroups, current_groups
 from megatron_bgpo.parallel.schedule import run_microbatches
 
@@ -139,7 +139,7 @@ class MegatronDenoiser:
         def fn(batch: Batch, chunk: torch.nn.Module) -> Tensor:
             mb, tok, mask = batch
             state = AttentionCache(mask.bool(), capture=prefix_length)
-            out = stage_forward(unwrap_gpt(chunk), tok, state, 0, logits_range)
+            out = stage_forward(unwrap_model(chunk), tok, state, 0, logits_range)
             kv[(self._chunk_index(chunk), mb)] = state.captured  # type: ignore[assignment]
             return out
 
@@ -168,7 +168,7 @@ class MegatronDenoiser:
         def fn(batch: Batch, chunk: torch.nn.Module) -> Tensor:
             mb, tok, mask = batch
             state = AttentionCache(mask.bool(), past=cache.kv[(self._chunk_index(chunk), mb)])
-            return stage_forward(unwrap_gpt(chunk), tok, state, p, logits_range)
+            return stage_forward(unwrap_model(chunk), tok, state, p, logits_range)
 
         return self._run(fn, tokens, attention_mask)
 

@@ -1,20 +1,32 @@
-"""Build LLaDA as a megatron-core `GPTModel` and run its bidirectional forward.
+"""Build LLaDA as a megatron-core `HybridModel` and run its bidirectional forward.
 
-The model is megatron-core's GPT stack with: RoPE (rotate-half, theta from the config, full head
-dim), untied output layer, bidirectional attention with an optional key-padding mask, and
-pre/post-process set per pipeline stage. Logits come out vocab-parallel: [B, T, V / TP].
+The model is megatron-core's HybridModel with the pattern ``"*-" * n_layers`` (attention and MLP
+sublayer per LLaDA block; pipeline stages cut at block boundaries with ``|``), the project's
+bidirectional stack spec (layer_spec.py), RoPE (rotate-half, theta from the config, full head dim),
+untied output layer (tied when the config says so), an optional key-padding mask, and pre/post-process
+set per pipeline stage. Logits come out vocab-parallel: [B, T, V / TP]. megatron-core 0.19 deprecates
+GPTModel for HybridModel; checkpoints written by the earlier GPTModel build still load
+(checkpointing/layout.py).
 """
 
 from __future__ import annotations
 
 import torch
-from megatron.core.models.gpt import GPTModel
+from megatron.core.models.hybrid.hybrid_model import HybridModel
 from megatron.core.transformer import TransformerConfig
 
 from megatron_bgpo.models.llada.config import LLaDAConfig
-from megatron_bgpo.models.llada.layer_spec import llada_layer_spec
-from megatron_bgpo.models.llada.prefix_cache import check_range, check_supported, project_logits, unwrap_gpt
+from megatron_bgpo.models.llada.layer_spec import llada_stack_spec
+from megatron_bgpo.models.llada.prefix_cache import check_supported, run_stage, unwrap_model
 from megatron_bgpo.parallel.groups import current_groups
+
+
+def hybrid_pattern(n_layers: int, stages: int = 1) -> str:
+    """HybridModel layer pattern of ``n_layers`` LLaDA blocks cut into ``stages`` pipeline segments
+    (pipeline x virtual stages; segment ``vp * pp + pp_rank`` is that chunk's), e.g. ``"*-*-|*-*-"``."""
+    if n_layers % stages != 0:
+        raise ValueError(f"{stages} pipeline segments do not divide n_layers={n_layers}")
+    return "|".join(["*-" * (n_layers // stages)] * stages)
 
 
 def build_llada_model(
@@ -25,7 +37,7 @@ def build_llada_model(
     post_process: bool | None = None,
     vp_stage: int | None = None,
     use_te: bool | None = None,
-) -> GPTModel:
+) -> HybridModel:
     """One pipeline stage (or virtual stage ``vp_stage``) of LLaDA on the current rank.
 
     ``pg_collection`` defaults to megatron's parallel-state groups; ``pre_process``/``post_process``
@@ -45,9 +57,11 @@ def build_llada_model(
         pre_process = is_pp_first_stage(pg_collection.pp) and is_vp_first_stage(vp_stage, vpp)
     if post_process is None:
         post_process = is_pp_last_stage(pg_collection.pp) and is_vp_last_stage(vp_stage, vpp)
-    model = GPTModel(
+    stages = transformer_config.pipeline_model_parallel_size * (vpp or 1)
+    model = HybridModel(
         config=transformer_config,
-        transformer_layer_spec=llada_layer_spec(use_te),
+        hybrid_stack_spec=llada_stack_spec(use_te),
+        hybrid_layer_pattern=hybrid_pattern(cfg.n_layers, stages),
         vocab_size=cfg.embedding_size,
         max_sequence_length=cfg.max_sequence_length,
         pre_process=pre_process,
@@ -75,7 +89,7 @@ def key_padding_mask(attention_mask: torch.Tensor | None, tokens: torch.Tensor) 
 
 
 def llada_forward(
-    model: GPTModel,
+    model: torch.nn.Module,
     tokens: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     logits_range: tuple[int, int] | None = None,
@@ -86,18 +100,12 @@ def llada_forward(
     RoPE is relative, so left padding (a uniform position shift of the real tokens) leaves the
     attention scores unchanged; positions are 0..T-1 as in the HF model. With
     ``logits_range=(start, stop)`` the output layer runs only on those positions: [B, stop - start, V/TP]
-    (through GPTModel's ``output_processor`` hook; the decoder still runs on all T positions).
+    (the decoder still runs on all T positions).
     """
     positions = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand_as(tokens)
     mask = key_padding_mask(attention_mask, tokens)
     if logits_range is None:
         return model(tokens, positions, mask)
-    gpt = unwrap_gpt(model)
-    check_supported(gpt, cached=False)
-    check_range(logits_range, 0, tokens.shape[1])
-
-    def head(*, hidden_states: torch.Tensor, scale_logits, **_) -> torch.Tensor:
-        """GPTModel output hook: final-normed hidden [T, B, H] -> logits [B, stop - start, V/TP]."""
-        return scale_logits(project_logits(gpt, hidden_states, *logits_range))
-
-    return model(tokens, positions, mask, output_processor=head)
+    inner = unwrap_model(model)
+    check_supported(inner, cached=False)
+    return run_stage(inner, tokens, ~mask[:, 0, 0, :], 0, logits_range)

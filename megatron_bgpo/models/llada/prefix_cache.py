@@ -1,9 +1,10 @@
 """Ranged logits and the block-wise approximate prefix KV cache (Fast-dLLM) for one LLaDA stage.
 
-:func:`stage_forward` runs one pipeline stage of the GPTModel through megatron's own modules
-(``embedding``, the ``decoder`` TransformerBlock with its layers and final norm, ``output_layer``).
-Only each layer's ``self_attention.core_attention`` is swapped, for the duration of the call, for
-:class:`_CacheAttention`:
+:func:`run_stage` runs one pipeline stage of the model (a megatron `LanguageModule`: the HybridModel
+build, or a GPTModel) through megatron's own modules (``embedding``, the ``decoder`` stack with its
+layers and final norm, ``output_layer``), with the output layer on a range of positions only.
+:func:`stage_forward` does the same with each attention layer's ``self_attention.core_attention``
+swapped, for the duration of the call, for :class:`_CacheAttention`:
 
 - prefill (``AttentionCache.capture``): records the post-RoPE K/V of the first ``capture`` canvas
   positions, then runs the layer's original attention kernel, so a prefill equals the normal forward;
@@ -34,7 +35,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from megatron.core.models.gpt import GPTModel
+from megatron.core.models.common.language_module.language_module import LanguageModule
+from megatron.core.transformer.attention import Attention
 from torch import Tensor, nn
 
 __all__ = [
@@ -43,25 +45,28 @@ __all__ = [
     "check_range",
     "check_supported",
     "project_logits",
+    "run_stage",
     "stage_forward",
-    "unwrap_gpt",
+    "unwrap_model",
 ]
 
 KV = tuple[Tensor, Tensor]  # one layer's (K, V), each [P, b, groups/TP, head_dim] (sbhd), after RoPE
 
 
-def unwrap_gpt(module: nn.Module) -> GPTModel:
-    """The GPTModel inside wrappers (megatron DDP, Float16Module) that keep it in ``.module``."""
+def unwrap_model(module: nn.Module) -> LanguageModule:
+    """The language model inside wrappers (megatron DDP, Float16Module) that keep it in ``.module``."""
     m = module
-    while not isinstance(m, GPTModel):
+    while not isinstance(m, LanguageModule):
         inner = getattr(m, "module", None)
         if not isinstance(inner, nn.Module):
-            raise TypeError(f"expected a GPTModel (possibly wrapped), got {type(module).__name__}")
+            raise TypeError(
+                f"expected a megatron language model (possibly wrapped), got {type(module).__name__}"
+            )
         m = inner
     return m
 
 
-def check_supported(gpt: GPTModel, cached: bool) -> None:
+def check_supported(gpt: LanguageModule, cached: bool) -> None:
     """Raise NotImplementedError for model features the ranged / cached forward does not handle."""
     c = gpt.config
     bad = {
@@ -69,7 +74,7 @@ def check_supported(gpt: GPTModel, cached: bool) -> None:
         "context_parallel_size > 1": c.context_parallel_size > 1,
         "mtp_num_layers": bool(c.mtp_num_layers),
         "multi_latent_attention": c.multi_latent_attention,
-        "use_mup": cached and c.use_mup,
+        "use_mup": c.use_mup,
     }
     names = [k for k, v in bad.items() if v]
     if names:
@@ -86,7 +91,7 @@ def check_range(logits_range: tuple[int, int], lo: int, hi: int) -> None:
         )
 
 
-def project_logits(gpt: GPTModel, hidden: Tensor, start: int, stop: int) -> Tensor:
+def project_logits(gpt: LanguageModule, hidden: Tensor, start: int, stop: int) -> Tensor:
     """Final-normed hidden [S, B, H], rows start:stop -> vocab-parallel logits [B, stop - start, V/TP]."""
     weight = gpt.shared_embedding_or_output_weight() if gpt.share_embeddings_and_output_weights else None
     logits, _ = gpt.output_layer(hidden[start:stop], weight=weight)
@@ -140,9 +145,11 @@ class _CacheAttention(nn.Module):
 
 
 @contextmanager
-def _cached_attention(gpt: GPTModel, state: AttentionCache) -> Iterator[None]:
-    """Swap every local layer's core attention for a :class:`_CacheAttention` bound to ``state``."""
-    attns = [layer.self_attention for layer in gpt.decoder.layers]
+def _cached_attention(gpt: LanguageModule, state: AttentionCache) -> Iterator[None]:
+    """Swap every local attention layer's core attention for a :class:`_CacheAttention` bound to ``state``
+    (the MLP sublayers of a hybrid stack have no attention)."""
+    layers = gpt.decoder.layers
+    attns = [layer.self_attention for layer in layers if isinstance(layer.self_attention, Attention)]
     inners = [a.core_attention for a in attns]
     c = gpt.config
     scale = c.softmax_scale if c.softmax_scale is not None else c.kv_channels**-0.5
@@ -156,36 +163,50 @@ def _cached_attention(gpt: GPTModel, state: AttentionCache) -> Iterator[None]:
             a.core_attention = inner
 
 
-def stage_forward(
-    gpt: GPTModel,
+def run_stage(
+    gpt: LanguageModule,
     tokens: Tensor,
-    state: AttentionCache,
-    offset: int,
+    key_mask: Tensor,
+    offset: int = 0,
     logits_range: tuple[int, int] | None = None,
 ) -> Tensor:
-    """Run this stage on ``tokens`` [B, S] at canvas positions offset..offset+S-1.
+    """Run this stage on ``tokens`` [B, S] at canvas positions offset..offset+S-1, attending to the keys
+    that ``key_mask`` [B, offset + S] marks real (True = real token). Without a cache ``offset`` is 0; in a
+    cached extend (:func:`stage_forward`) the first ``offset`` keys are the cached prefix's.
 
     Non-first stages take their input from ``gpt.decoder.input_tensor`` (set by the pipeline
     schedule). Returns hidden states [S, B, H] on non-last stages, else vocab-parallel logits
     [B, S, V/TP] or [B, stop - start, V/TP] for ``logits_range=(start, stop)`` (canvas positions).
     """
+    seq = tokens.shape[1]
+    hidden = None
+    if gpt.pre_process:
+        positions = torch.arange(offset, offset + seq, device=tokens.device).expand_as(tokens)
+        hidden = gpt.embedding(input_ids=tokens, position_ids=positions)
+    rotary = gpt.rotary_pos_emb(seq, offset=offset)
+    mask = ~key_mask[:, None, None, :]  # megatron's convention: True = masked-out key
+    hidden = gpt.decoder(hidden_states=hidden, attention_mask=mask, rotary_pos_emb=rotary)
+    if not gpt.post_process:
+        return hidden
+    start, stop = logits_range or (offset, offset + seq)
+    check_range((start, stop), offset, offset + seq)
+    return project_logits(gpt, hidden, start - offset, stop - offset)
+
+
+def stage_forward(
+    gpt: LanguageModule,
+    tokens: Tensor,
+    state: AttentionCache,
+    offset: int,
+    logits_range: tuple[int, int] | None = None,
+) -> Tensor:
+    """:func:`run_stage` with the cache of ``state`` (a prefill when ``state.past`` is None, else an
+    extend of the suffix at ``offset`` against the cached prefix). Same shapes as :func:`run_stage`."""
     check_supported(gpt, cached=True)
     seq = tokens.shape[1]
     if offset + seq != state.key_mask.shape[1]:
         raise ValueError(
             f"suffix of {seq} tokens at offset {offset} != key mask width {state.key_mask.shape[1]}"
         )
-    hidden = None
-    if gpt.pre_process:
-        positions = torch.arange(offset, offset + seq, device=tokens.device).expand_as(tokens)
-        hidden = gpt.embedding(input_ids=tokens, position_ids=positions)
-    rotary = gpt.rotary_pos_emb(seq, offset=offset)
     with _cached_attention(gpt, state):
-        hidden = gpt.decoder(
-            hidden_states=hidden, attention_mask=~state.key_mask[:, None, None, :], rotary_pos_emb=rotary
-        )
-    if not gpt.post_process:
-        return hidden
-    start, stop = logits_range or (offset, offset + seq)
-    check_range((start, stop), offset, offset + seq)
-    return project_logits(gpt, hidden, start - offset, stop - offset)
+        return run_stage(gpt, tokens, state.key_mask, offset, logits_range)

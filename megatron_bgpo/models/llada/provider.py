@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from megatron.core.models.gpt import GPTModel
+from megatron.core.models.hybrid.hybrid_model import HybridModel
 
 from megatron_bgpo.models.llada.config import LLaDAConfig
 from megatron_bgpo.models.llada.model import build_llada_model
@@ -19,8 +19,8 @@ def build_model_chunks(
     params_dtype: torch.dtype = torch.float32,
     use_te: bool | None = None,
     **transformer_overrides,
-) -> list[GPTModel]:
-    """One GPTModel per virtual stage (a single-element list without virtual pipelining)."""
+) -> list[HybridModel]:
+    """One HybridModel per virtual stage (a single-element list without virtual pipelining)."""
     tcfg = to_transformer_config(cfg, parallel, params_dtype=params_dtype, **transformer_overrides)
     vpp = parallel.virtual_pipeline_model_parallel_size
     stages = [None] if vpp is None else list(range(vpp))

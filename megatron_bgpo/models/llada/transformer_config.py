@@ -41,7 +41,7 @@ def to_transformer_config(
     params_dtype: torch.dtype = torch.float32,
     **overrides,
 ) -> TransformerConfig:
-    """TransformerConfig for LLaDA: RMSNorm, SwiGLU, no biases, no dropout, untied head.
+    """TransformerConfig for LLaDA (HybridModel): RMSNorm, SwiGLU, no biases, no dropout.
 
     Fusions that JIT-compile (bias-activation, RoPE, masked softmax) are off on CPU, where the first
     call would compile for ~20 s and gain nothing; on GPU they keep megatron-core's defaults.
@@ -49,7 +49,11 @@ def to_transformer_config(
     validate_layout(cfg, parallel)
     on_cpu = cpu_mode()
     kwargs = dict(
-        num_layers=cfg.n_layers,
+        # HybridModel counts sublayers: one LLaDA block = attention + MLP layer. is_hybrid_model keeps
+        # megatron's depth-scaled init of the output projections at std / sqrt(2 * n_layers) (as a GPT
+        # build of n_layers blocks has it).
+        num_layers=2 * cfg.n_layers,
+        is_hybrid_model=True,
         hidden_size=cfg.d_model,
         num_attention_heads=cfg.n_heads,
         num_query_groups=cfg.n_kv_heads,
