@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from megatron.core.dist_checkpointing import ShardedTensor
-from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensorFactory
 from megatron.core.dist_checkpointing.dict_utils import nested_values
+from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensorFactory
 
 HYBRID, GPT = "hybrid", "gpt"
 SUBLAYERS = ("attention", "mlp")  # the order of a block's sublayers in the pattern "*-"

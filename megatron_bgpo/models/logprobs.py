@@ -3,13 +3,19 @@
 Every ELBO term and sampler step needs log p(y_i | context) at chosen positions. The logits of
 LLaDA-8B are 126k wide; under tensor parallelism each rank holds V/TP columns. We select the
 positions first (memory ~ selected tokens x V/TP), then use megatron-core's vocab-parallel cross
-entropy (all-reduces of the max, the target logit and the partition function over the TP group).
+entropy (all-reduces of the max, the target logit and the partition function over the TP group), in
+fp32 whatever the parameter dtype. The policy update goes further (`chunked_token_logprobs`): the
+output layer runs only on the selected positions' hidden states, a chunk of rows at a time with
+recomputation in backward, so no [B, T, V] (or even [N, V]) logits tensor is ever kept.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
+from torch.utils.checkpoint import checkpoint
 
 
 def token_logprobs(
@@ -26,7 +32,7 @@ def token_logprobs(
         raise ValueError(
             f"logits {tuple(vocab_parallel_logits.shape)} and targets {tuple(targets.shape)} disagree"
         )
-    return -vocab_parallel_cross_entropy(vocab_parallel_logits, targets, tp_group=tp_group)
+    return -vocab_parallel_cross_entropy(vocab_parallel_logits.float(), targets, tp_group=tp_group)
 
 
 def selected_token_logprobs(
@@ -45,3 +51,33 @@ def selected_token_logprobs(
         rows = vocab_parallel_logits[positions]  # [N, V/TP], a new tensor
         out = out.masked_scatter(positions, token_logprobs(rows, targets[positions], tp_group))
     return out
+
+
+def chunked_token_logprobs(
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
+    tp_group: torch.distributed.ProcessGroup | None = None,
+    chunk_rows: int = 1024,
+) -> torch.Tensor:
+    """log p(targets) [N] fp32 from final-normed hidden states [N, H] through the output layer ``head``
+    ([n, H] -> vocab-parallel logits [n, V/TP]), ``chunk_rows`` rows at a time.
+
+    Each chunk's logits exist only inside its own forward and are recomputed in backward (activation
+    checkpointing per chunk), so the peak is one chunk's [chunk_rows, V/TP] fp32 logits, not N of them.
+    ``chunk_rows <= 0`` runs all N rows at once without recomputation.
+    """
+
+    def one(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return token_logprobs(head(h), t, tp_group)
+
+    if chunk_rows <= 0:
+        return one(hidden, targets)
+    if hidden.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.float32, device=hidden.device)
+    grad = torch.is_grad_enabled()
+    parts = []
+    for i in range(0, hidden.shape[0], chunk_rows):
+        h, t = hidden[i : i + chunk_rows], targets[i : i + chunk_rows]
+        parts.append(checkpoint(one, h, t, use_reentrant=False) if grad else one(h, t))
+    return torch.cat(parts)

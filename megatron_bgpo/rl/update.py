@@ -15,21 +15,20 @@ from dataclasses import dataclass, field
 import torch
 
 from megatron_bgpo.diffusion.elbo import elbo_terms
-from megatron_bgpo.models.llada.model import llada_forward
-from megatron_bgpo.models.logprobs import selected_token_logprobs
+from megatron_bgpo.models.llada.model import llada_selected_logprobs
 from megatron_bgpo.parallel.schedule import run_microbatches
 from megatron_bgpo.rl.microbatches import MicroBatch
 from megatron_bgpo.rl.objectives import Objective, ObjectiveConfig, RowTerms
 
 
-def policy_terms(mb: MicroBatch, logits: torch.Tensor, objective: Objective, tp_group) -> tuple:
-    """Current-policy terms of a micro-batch from its logits [C, T, V/TP]: (terms, valid).
+def policy_terms(mb: MicroBatch, lp: torch.Tensor, objective: Objective) -> tuple:
+    """Current-policy terms of a micro-batch from its target log-probs [C, T] (fp32, zero outside
+    ``mb.loss_mask``): (terms, valid).
 
     ELBO objectives: one term per canvas, folded to ``mb.row_shape`` (``masked_ce``: the same sum
     with weight 1 instead of the ELBO weight). Mean-field objectives: per-token log-probs over the
     completion [rows, L] and the completion mask.
     """
-    lp = selected_token_logprobs(logits, mb.targets, mb.loss_mask, tp_group)
     if objective.likelihood in ("elbo", "masked_ce"):
         weight = mb.elbo_weight if objective.likelihood == "elbo" else torch.ones_like(mb.elbo_weight)
         return elbo_terms(lp, mb.loss_mask, weight).reshape(mb.row_shape), None
@@ -56,6 +55,14 @@ class UpdateStats:
             self.extra[k] = (
                 max(self.extra.get(k, 0.0), v) if k.endswith("_max") else self.extra.get(k, 0.0) + v
             )
+
+
+def _forward(mb: MicroBatch, chunk: torch.nn.Module, tp_group, chunk_rows: int) -> torch.Tensor:
+    """One stage's forward of a micro-batch: target log-probs [C, T] on the last stage (hidden states on
+    the others), the output layer on the loss positions only, ``chunk_rows`` rows at a time."""
+    return llada_selected_logprobs(
+        chunk, mb.tokens, mb.attention_mask, mb.targets, mb.loss_mask, tp_group, chunk_rows
+    )
 
 
 def _seq_hint(microbatches: Sequence[MicroBatch]) -> tuple[int, int]:
@@ -91,21 +98,23 @@ def policy_update(
     cfg: ObjectiveConfig,
     tp_group,
     expect_zero_log_ratio: bool = False,
+    logprob_chunk_rows: int = 1024,
 ) -> UpdateStats:
     """Forward + backward of every micro-batch; gradients accumulate in the (DDP) grad buffers.
 
     The caller zeroes gradients before and steps the optimizer after. ``expect_zero_log_ratio``: the
     old terms were computed with the current weights (first update after a rollout), so current - old
     must be exactly 0; offending micro-batches are listed in ``log_ratio_mismatches`` for the caller
-    to raise on every rank at once.
+    to raise on every rank at once. ``logprob_chunk_rows``: rows of the output layer per chunk
+    (models/logprobs.py `chunked_token_logprobs`; <= 0: all at once).
     """
     mismatches: list[str] = []
 
     def step(mb: MicroBatch, chunk: torch.nn.Module):
-        output = llada_forward(chunk, mb.tokens, mb.attention_mask)
+        output = _forward(mb, chunk, tp_group, logprob_chunk_rows)
 
-        def loss_fn(logits: torch.Tensor):
-            terms, valid = policy_terms(mb, logits, objective, tp_group)
+        def loss_fn(lp: torch.Tensor):
+            terms, valid = policy_terms(mb, lp, objective)
             if expect_zero_log_ratio and mb.old_terms is not None:
                 line = log_ratio_mismatch(mb, terms, valid)
                 if line:
@@ -135,16 +144,17 @@ def attach_policy_terms(
     objective: Objective,
     tp_group,
     target: str = "old_terms",
+    logprob_chunk_rows: int = 1024,
 ) -> None:
     """Forward-only pass storing each micro-batch's terms under ``target`` ("old_terms" before the first
     off-policy update, "ref_terms" under a reference model). Same seeded masks, so the same (t, mask).
     Only the last pipeline stage (which computes losses) receives the values."""
 
     def step(mb: MicroBatch, chunk: torch.nn.Module):
-        output = llada_forward(chunk, mb.tokens, mb.attention_mask)
+        output = _forward(mb, chunk, tp_group, logprob_chunk_rows)
 
-        def loss_fn(logits: torch.Tensor):
-            terms, _ = policy_terms(mb, logits, objective, tp_group)
+        def loss_fn(lp: torch.Tensor):
+            terms, _ = policy_terms(mb, lp, objective)
             return torch.zeros(()), torch.ones((), dtype=torch.int), {"terms": terms.detach().clone()}
 
         return output, loss_fn

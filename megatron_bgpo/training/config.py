@@ -41,6 +41,19 @@ class ModelArgs:
     params_dtype: str = "fp32"  # fp32 | bf16
     use_te: bool | None = None  # None: Transformer Engine when available
     init_jitter: float = 0.0  # std of Gaussian noise added to the weights after init/load (robustness)
+    # Policy update: output-layer rows per chunk of the log-prob computation (only loss positions go
+    # through the output layer; each chunk's [rows, V/TP] logits are recomputed in backward). 0: all at once.
+    logprob_chunk_size: int = 1024
+    # Activation recomputation (megatron-core's TransformerConfig fields; layers = hybrid sublayers, two
+    # per LLaDA block): granularity full | selective, method uniform | block for full.
+    recompute_granularity: str | None = None
+    recompute_method: str | None = None
+    recompute_num_layers: int | None = None
+
+    def transformer_overrides(self) -> dict[str, Any]:
+        """The recomputation settings as TransformerConfig keyword arguments (only those given)."""
+        names = ("recompute_granularity", "recompute_method", "recompute_num_layers")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def __post_init__(self) -> None:
         _check(
@@ -48,6 +61,20 @@ class ModelArgs:
             f"--params-dtype must be fp32 or bf16, got {self.params_dtype}",
         )
         _check(self.init_jitter >= 0, f"--init-jitter must be >= 0, got {self.init_jitter}")
+        _check(
+            self.logprob_chunk_size >= 0, f"--logprob-chunk-size must be >= 0, got {self.logprob_chunk_size}"
+        )
+        _check(
+            self.recompute_granularity in (None, "full", "selective"),
+            f"--recompute-granularity must be full or selective, got {self.recompute_granularity!r}",
+        )
+        full = self.recompute_granularity == "full"
+        _check(
+            (self.recompute_method in ("uniform", "block")) == full
+            and (self.recompute_num_layers or 0) >= int(full),
+            "--recompute-granularity full needs --recompute-method uniform|block and --recompute-num-layers "
+            f">= 1 (and only then), got method {self.recompute_method!r}, layers {self.recompute_num_layers}",
+        )
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ class Policy:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.clip_grad = clip_grad
+        self.logprob_chunk_rows = 1024  # --logprob-chunk-size (rl/update.py)
         self.denoiser = MegatronDenoiser(model, model_cfg, groups=groups)
 
     # ---- construction ------------------------------------------------------------------------------
@@ -92,12 +93,15 @@ class Policy:
         optim: OptimArgs | None = None,
         total_updates: tuple[int, int] = (1, 1),
         ddp: bool | None = None,
+        transformer_overrides: dict | None = None,
     ) -> Policy:
         """Randomly initialised chunks at ``parallel``; with ``optim`` also DDP, optimizer and an LR
         schedule over ``total_updates`` = (train steps, optimizer updates per step). ``ddp`` (default:
-        with ``optim``) wraps in megatron DDP, so :meth:`gradients` works without an optimizer."""
+        with ``optim``) wraps in megatron DDP, so :meth:`gradients` works without an optimizer.
+        ``transformer_overrides``: extra TransformerConfig fields (activation recomputation)."""
         validate_layout(model_cfg, parallel)
-        chunks = build_model_chunks(model_cfg, parallel, groups.pgs, params_dtype=dtype, use_te=use_te)
+        overrides = dict(params_dtype=dtype, use_te=use_te, **(transformer_overrides or {}))
+        chunks = build_model_chunks(model_cfg, parallel, groups.pgs, **overrides)
         if not (optim is not None if ddp is None else ddp):
             return cls(chunks, model_cfg, groups)
         distributed_optimizer = optim is not None and use_distributed_optimizer(optim)
@@ -110,7 +114,7 @@ class Policy:
     @classmethod
     def for_training(cls, cfg: TrainConfig, model_cfg: LLaDAConfig, groups: ParallelGroups) -> Policy:
         """The trainable policy of a run (weights still random: :meth:`load` restores them)."""
-        return cls.build(
+        policy = cls.build(
             model_cfg,
             cfg.parallel,
             groups,
@@ -118,7 +122,10 @@ class Policy:
             use_te=cfg.model.use_te,
             optim=cfg.optim,
             total_updates=(cfg.train_steps, updates_per_step(cfg)),
+            transformer_overrides=cfg.model.transformer_overrides(),
         )
+        policy.logprob_chunk_rows = cfg.model.logprob_chunk_size
+        return policy
 
     @classmethod
     def from_checkpoint(
@@ -149,7 +156,9 @@ class Policy:
     def old_terms(self, minibatches: Sequence[Sequence[MicroBatch]], objective: Objective) -> None:
         """Store the current weights' terms in each micro-batch's ``old_terms`` (same seeded masks)."""
         for mbs in minibatches:
-            attach_policy_terms(self.model, mbs, objective, self.groups.tp)
+            attach_policy_terms(
+                self.model, mbs, objective, self.groups.tp, logprob_chunk_rows=self.logprob_chunk_rows
+            )
 
     def update(
         self,
@@ -166,7 +175,10 @@ class Policy:
         """
         g = self.groups
         zero_grads(self.model, self.optimizer)
-        stats = policy_update(self.model, microbatches, objective, objective_cfg, g.tp, expect_zero_log_ratio)
+        stats = policy_update(
+            self.model, microbatches, objective, objective_cfg, g.tp, expect_zero_log_ratio,
+            logprob_chunk_rows=self.logprob_chunk_rows,
+        )  # fmt: skip
         if expect_zero_log_ratio and g.any_rank(bool(stats.log_ratio_mismatches)):
             zero_grads(self.model, self.optimizer)
             detail = " | ".join(stats.log_ratio_mismatches) or "on another rank"
@@ -203,8 +215,9 @@ class Policy:
         gradient (summed over micro-batches and DP replicas) lands in each parameter's ``main_grad``."""
         zero_grads(self.model, self.optimizer)
         return policy_update(
-            self.model, microbatches, objective, objective_cfg, self.groups.tp, expect_zero_log_ratio
-        )
+            self.model, microbatches, objective, objective_cfg, self.groups.tp, expect_zero_log_ratio,
+            logprob_chunk_rows=self.logprob_chunk_rows,
+        )  # fmt: skip
 
     @property
     def lr(self) -> float:

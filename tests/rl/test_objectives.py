@@ -168,16 +168,10 @@ def test_elbo_sft_is_negative_mean_elbo() -> None:
         get_objective("elbo_sft").fn(RowTerms(rows.logp, rows.advantages, rows.weights), ObjectiveConfig())
 
 
-def test_masked_sft_terms_drop_the_elbo_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_masked_sft_terms_drop_the_elbo_weight() -> None:
     """policy_terms: elbo_sft's row term is (1/t) sum of masked log-probs, masked_sft's the plain sum."""
     from megatron_bgpo.rl import update
     from megatron_bgpo.rl.microbatches import MicroBatch
-
-    def full_vocab_logprobs(logits, targets, positions, tp_group):  # TP=1 without a process group
-        lp = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
-        return torch.where(positions, lp, torch.zeros_like(lp))
-
-    monkeypatch.setattr(update, "selected_token_logprobs", full_vocab_logprobs)
 
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 5, 7, generator=gen, dtype=torch.float64)
@@ -191,8 +185,9 @@ def test_masked_sft_terms_drop_the_elbo_weight(monkeypatch: pytest.MonkeyPatch) 
     )  # fmt: skip
     logp = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
     plain = torch.stack([logp[0, [1, 2, 4]].sum(), logp[1, 2]])  # hand-picked masked positions
-    elbo, _ = update.policy_terms(mb, logits, get_objective("elbo_sft"), None)
-    masked, _ = update.policy_terms(mb, logits, get_objective("masked_sft"), None)
+    lp = torch.where(loss_mask, logp, torch.zeros_like(logp))  # the forward's output: zeros elsewhere
+    elbo, _ = update.policy_terms(mb, lp, get_objective("elbo_sft"))
+    masked, _ = update.policy_terms(mb, lp, get_objective("masked_sft"))
     assert torch.allclose(elbo.double(), (elbo_weight.double() * plain), rtol=1e-6)
     assert torch.allclose(masked.double(), plain, rtol=1e-6)
     assert get_objective("masked_sft").supervised and not get_objective("bgpo").supervised

@@ -18,6 +18,7 @@ from megatron.core.transformer import TransformerConfig
 from megatron_bgpo.models.llada.config import LLaDAConfig
 from megatron_bgpo.models.llada.layer_spec import llada_stack_spec
 from megatron_bgpo.models.llada.prefix_cache import check_supported, run_stage, unwrap_model
+from megatron_bgpo.models.logprobs import chunked_token_logprobs
 from megatron_bgpo.parallel.groups import current_groups
 
 
@@ -108,4 +109,36 @@ def llada_forward(
         return model(tokens, positions, mask)
     inner = unwrap_model(model)
     check_supported(inner, cached=False)
-    return run_stage(inner, tokens, ~mask[:, 0, 0, :], 0, logits_range)
+    return run_stage(inner, tokens, mask[:, 0, 0, :].logical_not(), 0, logits_range)
+
+
+def llada_selected_logprobs(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    targets: torch.Tensor,
+    positions: torch.Tensor,
+    tp_group=None,
+    chunk_rows: int = 1024,
+) -> torch.Tensor:
+    """Forward one stage, with log-probs instead of logits on the last: log p(targets) [B, T] fp32 at
+    ``positions`` [B, T] bool (zeros elsewhere); other stages return their hidden states.
+
+    The output layer runs only on the selected positions' hidden states, ``chunk_rows`` at a time with
+    recomputation in backward (`chunked_token_logprobs`): no [B, T, V/TP] logits are materialised.
+    """
+    inner = unwrap_model(model)
+    check_supported(inner, cached=False)
+    real = key_padding_mask(attention_mask, tokens)[:, 0, 0, :].logical_not()
+    hidden = run_stage(inner, tokens, real, project=False)
+    if not inner.post_process:
+        return hidden
+    weight = inner.shared_embedding_or_output_weight() if inner.share_embeddings_and_output_weights else None
+
+    def head(rows: torch.Tensor) -> torch.Tensor:  # [n, H] -> [n, V/TP]
+        return inner.output_layer(rows[:, None, :], weight=weight)[0][:, 0, :]
+
+    selected = hidden.transpose(0, 1)[positions]  # [N, H]
+    lp = chunked_token_logprobs(selected, targets[positions], head, tp_group, chunk_rows)
+    out = torch.zeros(targets.shape, dtype=torch.float32, device=targets.device)
+    return out.masked_scatter(positions, lp)

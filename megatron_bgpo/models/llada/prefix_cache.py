@@ -169,6 +169,7 @@ def run_stage(
     key_mask: Tensor,
     offset: int = 0,
     logits_range: tuple[int, int] | None = None,
+    project: bool = True,
 ) -> Tensor:
     """Run this stage on ``tokens`` [B, S] at canvas positions offset..offset+S-1, attending to the keys
     that ``key_mask`` [B, offset + S] marks real (True = real token). Without a cache ``offset`` is 0; in a
@@ -176,7 +177,8 @@ def run_stage(
 
     Non-first stages take their input from ``gpt.decoder.input_tensor`` (set by the pipeline
     schedule). Returns hidden states [S, B, H] on non-last stages, else vocab-parallel logits
-    [B, S, V/TP] or [B, stop - start, V/TP] for ``logits_range=(start, stop)`` (canvas positions).
+    [B, S, V/TP] or [B, stop - start, V/TP] for ``logits_range=(start, stop)`` (canvas positions);
+    ``project=False``: the last stage's final-normed hidden states [S, B, H] instead of logits.
     """
     seq = tokens.shape[1]
     hidden = None
@@ -186,7 +188,7 @@ def run_stage(
     rotary = gpt.rotary_pos_emb(seq, offset=offset)
     mask = ~key_mask[:, None, None, :]  # megatron's convention: True = masked-out key
     hidden = gpt.decoder(hidden_states=hidden, attention_mask=mask, rotary_pos_emb=rotary)
-    if not gpt.post_process:
+    if not gpt.post_process or not project:
         return hidden
     start, stop = logits_range or (offset, offset + seq)
     check_range((start, stop), offset, offset + seq)
