@@ -2,6 +2,8 @@
 
     python benchmarks/memory_vs_nt.py                       # CPU: peak RSS above the pre-update level
     python benchmarks/memory_vs_nt.py --n-t 1 2 4 8 16 32   # (default list)
+    python benchmarks/memory_vs_nt.py --shape llada-8b --layers 1 --recompute none full
+                                    # LLaDA-8B widths (d_model 4096, 32 heads, mlp 12288, vocab 126464)
 
 BGPO's loss is a sum of one term per (response, MC sample): the schedule runs one canvas per
 micro-batch and memory stays flat in n_t. VRPO-OL's exp(mean_j d_j) couples the n_t samples, so a
@@ -60,46 +62,58 @@ def main() -> None:
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--gen-len", type=int, default=256)
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--single", nargs=2, metavar=("OBJECTIVE", "N_T"), help=argparse.SUPPRESS)
+    p.add_argument(
+        "--shape", choices=["custom", "llada-8b"], default="custom",
+        help="llada-8b: LLaDA-8B's widths and vocabulary (d_model/vocab flags ignored; --layers kept)",
+    )  # fmt: skip
+    p.add_argument(
+        "--recompute", nargs="+", choices=["none", "full", "selective"], default=["none"],
+        help="activation recomputation settings to measure (full: uniform, every sublayer)",
+    )  # fmt: skip
+    p.add_argument("--logprob-chunk-size", type=int, default=1024)
+    p.add_argument("--single", nargs=3, metavar=("OBJECTIVE", "N_T", "RECOMPUTE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.single:
-        measure(args, args.single[0], int(args.single[1]))
+        measure(args, args.single[0], int(args.single[1]), args.single[2])
         return
     device = "GPU " + torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (peak RSS)"
+    cfg = model_config(args)
     print(
-        f"# one response, prompt {args.prompt_len} + gen {args.gen_len} tokens, d_model {args.d_model}, "
-        f"{args.layers} layers, vocab {args.vocab}, {args.dtype}, {device}"
+        f"# one response, prompt {args.prompt_len} + gen {args.gen_len} tokens, d_model {cfg.d_model}, "
+        f"{cfg.n_layers} layers, mlp {cfg.mlp_hidden_size}, vocab {cfg.vocab_size}, {args.dtype}, "
+        f"log-prob chunk {args.logprob_chunk_size} rows, {device}"
     )
-    header = ("objective", "n_t", "micro-batches", "canvases/mb", "peak MiB", "time s")
-    print("{:<10} {:>4} {:>13} {:>11} {:>9} {:>7}".format(*header))
+    header = ("objective", "n_t", "recompute", "micro-batches", "canvases/mb", "peak MiB", "time s")
+    print("{:<10} {:>4} {:>9} {:>13} {:>11} {:>9} {:>7}".format(*header))
     forwarded = sys.argv[1:]
-    for name in args.objectives:
-        for n_t in args.n_t:
-            out = subprocess.run(
-                [sys.executable, __file__, *forwarded, "--single", name, str(n_t)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            rows = [line for line in out.stdout.splitlines() if line.startswith(name)]
-            if out.returncode != 0 or not rows:
-                raise SystemExit(f"measurement {name} n_t={n_t} failed:\n{out.stderr[-3000:]}")
-            print(rows[-1], flush=True)
+    for recompute in args.recompute:
+        for name in args.objectives:
+            for n_t in args.n_t:
+                out = subprocess.run(
+                    [sys.executable, __file__, *forwarded, "--single", name, str(n_t), recompute],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                rows = [line for line in out.stdout.splitlines() if line.startswith(name)]
+                if out.returncode != 0 or not rows:
+                    oom = "out of memory" in out.stderr.lower() or out.returncode in (-9, 137)
+                    if oom:  # the paper's Fig. 1 point: VRPO-OL runs out of memory first
+                        print(f"{name:<10} {n_t:>4} {recompute:>9} {'':>13} {'':>11} {'OOM':>9} {'':>7}")
+                        continue
+                    raise SystemExit(f"measurement {name} n_t={n_t} failed:\n{out.stderr[-3000:]}")
+                print(rows[-1], flush=True)
 
 
-def measure(args: argparse.Namespace, name: str, n_t: int) -> None:
-    from megatron_bgpo.diffusion.masking import MaskingSpec
+def model_config(args: argparse.Namespace):
+    """The measured model: LLaDA-8B's widths with ``--layers`` layers, or the custom flags."""
+    from megatron_bgpo.models.llada import get_preset
+
+    if args.shape == "llada-8b":
+        return get_preset("llada-8b").replace(n_layers=args.layers)
     from megatron_bgpo.models.llada import LLaDAConfig
-    from megatron_bgpo.parallel import ParallelConfig, init_distributed, parallel_groups, set_seed
-    from megatron_bgpo.rl.microbatches import PackingConfig, build_microbatches
-    from megatron_bgpo.rl.objectives import ObjectiveConfig, get_objective
-    from megatron_bgpo.rl.rollout import RolloutBatch
-    from megatron_bgpo.training.policy import Policy
 
-    parallel = ParallelConfig(1, 1)
-    groups = parallel_groups(parallel, init_distributed())
-    set_seed(0)
-    cfg = LLaDAConfig(
+    return LLaDAConfig(
         d_model=args.d_model,
         n_layers=args.layers,
         n_heads=args.d_model // 64,
@@ -111,13 +125,36 @@ def measure(args: argparse.Namespace, name: str, n_t: int) -> None:
         eos_token_id=args.vocab - 2,
         pad_token_id=args.vocab - 2,
     )
+
+
+RECOMPUTE = {
+    "none": {},
+    "full": {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1},
+    "selective": {"recompute_granularity": "selective"},
+}
+
+
+def measure(args: argparse.Namespace, name: str, n_t: int, recompute: str) -> None:
+    from megatron_bgpo.diffusion.masking import MaskingSpec
+    from megatron_bgpo.parallel import ParallelConfig, init_distributed, parallel_groups, set_seed
+    from megatron_bgpo.rl.microbatches import PackingConfig, build_microbatches
+    from megatron_bgpo.rl.objectives import ObjectiveConfig, get_objective
+    from megatron_bgpo.rl.rollout import RolloutBatch
+    from megatron_bgpo.training.policy import Policy
+
+    parallel = ParallelConfig(1, 1)
+    groups = parallel_groups(parallel, init_distributed())
+    set_seed(0)
+    cfg = model_config(args)
+    vocab = cfg.vocab_size
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    policy = Policy.build(cfg, parallel, groups, dtype, ddp=True)
+    policy = Policy.build(cfg, parallel, groups, dtype, ddp=True, transformer_overrides=RECOMPUTE[recompute])
+    policy.logprob_chunk_rows = args.logprob_chunk_size
     gen = torch.Generator().manual_seed(0)
     batch = RolloutBatch(
-        prompt_ids=torch.randint(0, args.vocab - 2, (1, args.prompt_len), generator=gen),
+        prompt_ids=torch.randint(0, vocab - 2, (1, args.prompt_len), generator=gen),
         prompt_mask=torch.ones(1, args.prompt_len, dtype=torch.bool),
-        response_ids=torch.randint(0, args.vocab - 2, (1, args.gen_len), generator=gen),
+        response_ids=torch.randint(0, vocab - 2, (1, args.gen_len), generator=gen),
         advantages=torch.tensor([1.0], dtype=torch.float64),
         response_uid=torch.arange(1),
         loss_weight=torch.ones(1, dtype=torch.float64),
@@ -135,7 +172,10 @@ def measure(args: argparse.Namespace, name: str, n_t: int) -> None:
     with PeakMeter() as meter:
         mbs = update(n_t)
     dt = time.perf_counter() - t0
-    print(f"{name:<10} {n_t:>4} {len(mbs):>13} {mbs[0].num_canvases:>11} {meter.peak_mib:>9.0f} {dt:>7.2f}")
+    print(
+        f"{name:<10} {n_t:>4} {recompute:>9} {len(mbs):>13} {mbs[0].num_canvases:>11} "
+        f"{meter.peak_mib:>9.0f} {dt:>7.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -103,6 +103,11 @@ def inference_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
+def compute_device() -> torch.device:
+    """Where the model and its inputs live: this process's CUDA device, or the CPU without CUDA."""
+    return torch.device("cpu") if cpu_mode() else torch.device("cuda", torch.cuda.current_device())
+
+
 def to_device(module: torch.nn.Module) -> torch.nn.Module:
     """``module`` on this process's CUDA device; unchanged on CPU (built there by megatron-core)."""
     return module if cpu_mode() else module.cuda(torch.cuda.current_device())

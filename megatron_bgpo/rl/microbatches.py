@@ -11,7 +11,7 @@ row, packed like MC samples, so memory does not depend on L / k either.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
@@ -57,6 +57,14 @@ class MicroBatch:
     @property
     def num_canvases(self) -> int:
         return self.tokens.shape[0]
+
+    def to_(self, device: torch.device) -> MicroBatch:
+        """Move every tensor field to ``device`` in place (a no-op where they already are); returns self."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                setattr(self, f.name, value.to(device, non_blocking=True))
+        return self
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,13 @@ from megatron_bgpo.training.config import CheckpointArgs, OptimArgs, TrainConfig
 from megatron_bgpo.training.optimizer import build_optimizer, updates_per_step, use_distributed_optimizer
 
 
+def _to_device(microbatches: Sequence[MicroBatch]) -> None:
+    """Micro-batches are built on the CPU; the model's forward needs them where the model is."""
+    device = cpu_compat.compute_device()
+    for mb in microbatches:
+        mb.to_(device)
+
+
 class NonFiniteError(RuntimeError):
     """A loss or gradient was NaN/inf; the optimizer step was skipped (weights untouched)."""
 
@@ -143,19 +150,22 @@ class Policy:
         self, prompts: Prompts, sampler: SamplerConfig, seed: int, row_ids: torch.Tensor | None = None
     ) -> SampleOutput:
         """Sample completions of ``prompts`` (rows seeded by (seed, row id)); collective over TP/PP."""
-        return generate(
+        device = cpu_compat.compute_device()
+        out = generate(
             self.denoiser,
-            prompts,
+            prompts.to(device),
             sampler,
             seed=seed,
-            row_ids=row_ids,
+            row_ids=None if row_ids is None else row_ids.to(device),
             vocab=self.denoiser.vocab_shard(),
             pipeline=self.denoiser.pipeline_comm(),
         )
+        return SampleOutput(out.tokens.cpu(), out.trace.cpu(), out.lengths.cpu(), out.nfe)
 
     def old_terms(self, minibatches: Sequence[Sequence[MicroBatch]], objective: Objective) -> None:
         """Store the current weights' terms in each micro-batch's ``old_terms`` (same seeded masks)."""
         for mbs in minibatches:
+            _to_device(mbs)
             attach_policy_terms(
                 self.model, mbs, objective, self.groups.tp, logprob_chunk_rows=self.logprob_chunk_rows
             )
@@ -175,6 +185,7 @@ class Policy:
         """
         g = self.groups
         zero_grads(self.model, self.optimizer)
+        _to_device(microbatches)
         stats = policy_update(
             self.model, microbatches, objective, objective_cfg, g.tp, expect_zero_log_ratio,
             logprob_chunk_rows=self.logprob_chunk_rows,
@@ -214,6 +225,7 @@ class Policy:
         """Zero the gradient buffers, then forward + backward every micro-batch: the batch loss's
         gradient (summed over micro-batches and DP replicas) lands in each parameter's ``main_grad``."""
         zero_grads(self.model, self.optimizer)
+        _to_device(microbatches)
         return policy_update(
             self.model, microbatches, objective, objective_cfg, self.groups.tp, expect_zero_log_ratio,
             logprob_chunk_rows=self.logprob_chunk_rows,
