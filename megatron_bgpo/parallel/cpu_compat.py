@@ -83,14 +83,9 @@ def warn_once(message: str) -> None:
 
 
 def distributed_optimizer(requested: bool) -> bool:
-    """``--use-distributed-optimizer`` as it can run here: megatron-core 0.19's DistributedOptimizer
-    requires torch.cuda tensors, so on CPU the (non-distributed) optimizer is used, with one warning."""
-    if requested and cpu_mode():
-        warn_once(
-            "--use-distributed-optimizer true needs CUDA (megatron-core's DistributedOptimizer takes "
-            "torch.cuda tensors); this CPU run uses the non-distributed optimizer"
-        )
-    return requested and not cpu_mode()
+    """``--use-distributed-optimizer`` as it runs here: the same on CPU and GPU (on CPU megatron-core's
+    DistributedOptimizer runs through `_cuda_tensor_type_names` and gloo's reduce-scatter/all-gather)."""
+    return requested
 
 
 def inference_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -173,6 +168,102 @@ def _clip_grad_by_total_norm_cpu(parameters, max_norm, total_norm, use_decoupled
         g.detach().mul_(clip_coeff)
 
 
+_CUDA_TYPE_NAMES = {
+    torch.float32: "torch.cuda.FloatTensor",
+    torch.float16: "torch.cuda.HalfTensor",
+    torch.bfloat16: "torch.cuda.BFloat16Tensor",
+}
+
+
+@contextlib.contextmanager
+def _cuda_tensor_type_names():
+    """While active, ``tensor.type()`` (no arguments) of a CPU fp32/fp16/bf16 tensor returns its
+    ``torch.cuda.*Tensor`` name; ``tensor.type(dtype)`` (a conversion) is untouched.
+
+    megatron-core sorts optimizer parameters into fp32 / 16-bit groups by comparing ``param.type()``
+    with the CUDA type names, and raises TypeError for anything else (a CPU tensor):
+    `DistributedOptimizer.__init__` / `_build_model_and_main_param_groups` and
+    `Float16OptimizerWithFloat16Params.__init__`. Only those constructors run under this context.
+    """
+    original = torch.Tensor.type
+
+    def cuda_named_type(self, *args, **kwargs):
+        if not args and not kwargs and self.device.type == "cpu" and self.dtype in _CUDA_TYPE_NAMES:
+            return _CUDA_TYPE_NAMES[self.dtype]
+        return original(self, *args, **kwargs)
+
+    torch.Tensor.type = cuda_named_type
+    try:
+        yield
+    finally:
+        torch.Tensor.type = original
+
+
+def _with_cuda_type_names(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _cuda_tensor_type_names():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _torch_adam_state_before_load(sharded_state_dict):
+    """`DistributedOptimizer.sharded_state_dict` with torch's Adam (no TE/apex FusedAdam, as on CPU):
+    before a load into a fresh optimizer it calls its own ``state_dict()``, which asserts a single Adam
+    ``step`` in the (still empty) torch state. Allocate the state torch's Adam would create at its first
+    step (step 0, zero moments) first; the load then overwrites all of it."""
+
+    @functools.wraps(sharded_state_dict)
+    def wrapper(self, model_sharded_state_dict=None, is_loading=False, *args, **kwargs):
+        inner = self.optimizer
+        if is_loading and isinstance(inner, torch.optim.Adam | torch.optim.AdamW) and not inner.state:
+            for group in inner.param_groups:
+                for p in group["params"]:
+                    inner.state[p] = {
+                        "step": torch.tensor(0.0),
+                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    }
+        return sharded_state_dict(self, model_sharded_state_dict or {}, is_loading, *args, **kwargs)
+
+    return wrapper
+
+
+def _keep_torch_adam_step(set_states):
+    """`DistributedOptimizer._set_main_param_and_optimizer_states` copies every tensor of a parameter's
+    torch optimizer state from the loaded ``tensors``; torch's Adam also holds a tensor ``step``, which
+    the 'fully_reshardable' loader leaves out (it restores the one common step from the param groups),
+    so the copy raises KeyError('step'). Mark the step as not loaded here (None is skipped)."""
+
+    @functools.wraps(set_states)
+    def wrapper(self, model_param, tensors):
+        if "step" not in tensors:
+            tensors = {**tensors, "step": None}
+        return set_states(self, model_param, tensors)
+
+    return wrapper
+
+
+def _unshared_torch_adam_steps(load_state_dict):
+    """`DistributedOptimizer.load_state_dict` with torch's Adam puts ONE ``step`` tensor object into every
+    parameter's state; torch's Adam increments each parameter's step in place, so the shared counter
+    advanced once per parameter per update and the bias correction was wrong after a resume. Give every
+    parameter its own copy (same value) after the load."""
+
+    @functools.wraps(load_state_dict)
+    def wrapper(self, state_dict):
+        out = load_state_dict(self, state_dict)
+        inner = self.optimizer
+        if isinstance(inner, torch.optim.Adam | torch.optim.AdamW):
+            for state in inner.state.values():
+                if isinstance(state.get("step"), torch.Tensor):
+                    state["step"] = state["step"].clone()
+        return out
+
+    return wrapper
+
+
 def apply() -> bool:
     """Install the CPU patches once; returns True when they are active."""
     global _APPLIED
@@ -220,6 +311,23 @@ def apply() -> bool:
     from megatron.core.optimizer import optimizer as mcore_optimizer
 
     mcore_optimizer.clip_grad_by_total_norm_fp32 = _clip_grad_by_total_norm_cpu
+
+    # Parameter sorting by CUDA type name in the constructors of the distributed optimizer and of the
+    # bf16/fp16 optimizer with fp32 main weights (`_cuda_tensor_type_names`). Their collectives
+    # (reduce_scatter_tensor, all_gather_into_tensor under _coalescing_manager) run on gloo as they are.
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    DistributedOptimizer.__init__ = _with_cuda_type_names(DistributedOptimizer.__init__)
+    DistributedOptimizer.sharded_state_dict = _torch_adam_state_before_load(
+        DistributedOptimizer.sharded_state_dict
+    )
+    DistributedOptimizer._set_main_param_and_optimizer_states = _keep_torch_adam_step(
+        DistributedOptimizer._set_main_param_and_optimizer_states
+    )
+    DistributedOptimizer.load_state_dict = _unshared_torch_adam_steps(DistributedOptimizer.load_state_dict)
+    mcore_optimizer.Float16OptimizerWithFloat16Params.__init__ = _with_cuda_type_names(
+        mcore_optimizer.Float16OptimizerWithFloat16Params.__init__
+    )
 
     # Literal `device="cuda"` allocations: swap the module-level `torch` name of those modules only.
     proxy = _CpuAllocTorch()

@@ -82,9 +82,20 @@ def _rng_object(is_loading: bool) -> ShardedObject:
     return ShardedObject("rng_state", state, (world,), (rank,), replica_id=0)
 
 
+# How megatron-core's DistributedOptimizer lays out its state in a checkpoint. 'fully_reshardable' stores
+# each parameter's fp32 main weight and Adam moments in the parameter's own (TP-sharded) shape, like the
+# non-distributed optimizer, so a checkpoint resumes at any DP/TP/PP layout and with either optimizer.
+# 'dp_reshardable' stores the flat DP shards of the grad buckets: it reshards across DP only (the bucket
+# layout depends on TP/PP). The 0.19 default, 'fully_sharded_model_space', cannot save at all
+# ("ShardedTensor.flattened_range is not supported"). The non-distributed optimizers ignore this.
+OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
+
+
 def _state(model, optimizer, scheduler, step: int, is_loading: bool, with_rng: bool) -> dict:
     state = model_sharded_state_dict(_unwrap(model))
-    state["optimizer"] = optimizer.sharded_state_dict(state, is_loading=is_loading)
+    state["optimizer"] = optimizer.sharded_state_dict(
+        state, is_loading=is_loading, metadata=dict(OPTIMIZER_METADATA)
+    )
     state["opt_param_scheduler"] = scheduler.state_dict()
     state["iteration"] = step
     state["checkpoint_version"] = CHECKPOINT_VERSION
@@ -285,6 +296,8 @@ def load(args: CheckpointArgs, model, optimizer, scheduler, folder: Path | None 
         _, folder, _ = resolve_checkpoint(args.load)
     if args.finetune or not has_training_state(folder):
         load_model_checkpoint(_unwrap(model), folder)
+        if optimizer is not None:  # bf16 / distributed: the fp32 main weights were copied at build time
+            optimizer.reload_model_params()
         return Progress()
     common = dist_checkpointing.load_common_state_dict(str(folder))
     same_world = common.get("world_size") == dist.get_world_size()
