@@ -82,12 +82,6 @@ def warn_once(message: str) -> None:
         print(f"warning: {message}", flush=True)
 
 
-def distributed_optimizer(requested: bool) -> bool:
-    """``--use-distributed-optimizer`` as it runs here: the same on CPU and GPU (on CPU megatron-core's
-    DistributedOptimizer runs through `_cuda_tensor_type_names` and gloo's reduce-scatter/all-gather)."""
-    return requested
-
-
 def inference_dtype(dtype: torch.dtype) -> torch.dtype:
     """Parameter dtype for generation: bf16 becomes fp32 on CPU (slow bf16 matmuls), with one warning."""
     if dtype == torch.bfloat16 and cpu_mode():

@@ -1,7 +1,8 @@
 """Megatron-core optimizer (Adam with decoupled weight decay) and learning-rate schedule.
 
-The distributed optimizer is used only with CUDA: megatron-core 0.19's DistributedOptimizer requires
-torch.cuda.*Tensor parameters. On CPU the same code path builds the FP32 optimizer over torch AdamW.
+``--use-distributed-optimizer`` builds megatron-core's DistributedOptimizer (optimizer state and fp32
+main weights sharded over DP) on CUDA and on CPU alike (on CPU through parallel/cpu_compat.py, over
+torch's AdamW); ``--params-dtype bf16`` keeps fp32 main weights in the optimizer.
 
 The scheduler steps once per optimizer update, and an off-policy RL step makes
 ``updates_per_rollout`` updates, so its horizon is counted in updates: ``--train-steps`` and
@@ -16,13 +17,12 @@ import torch
 from megatron.core.optimizer import MegatronOptimizer, OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-from megatron_bgpo.parallel import cpu_compat
 from megatron_bgpo.training.config import OptimArgs, TrainConfig
 
 
 def use_distributed_optimizer(args: OptimArgs) -> bool:
-    """Whether the distributed optimizer runs (CUDA only; a CPU run warns once, parallel/cpu_compat.py)."""
-    return cpu_compat.distributed_optimizer(args.use_distributed_optimizer)
+    """Whether megatron-core's DistributedOptimizer runs (``--use-distributed-optimizer``)."""
+    return args.use_distributed_optimizer
 
 
 def updates_per_step(cfg: TrainConfig) -> int:

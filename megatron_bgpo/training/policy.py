@@ -237,6 +237,8 @@ class Policy:
 
     def jitter(self, std: float, seed: int) -> None:
         jitter_weights(self.model, std, seed)
+        if self.optimizer is not None:  # refresh the fp32 main weights (bf16, distributed optimizer)
+            self.optimizer.reload_model_params()
 
     def load(self, args: CheckpointArgs, folder: Path | None) -> ckpt.Progress:
         """Restore ``--load`` (weights, and optimizer/scheduler/RNG unless weights-only or --finetune)."""

@@ -10,16 +10,6 @@ from megatron_bgpo.parallel import cpu_compat
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU fallbacks only")
 
 
-def test_distributed_optimizer_on_cpu_warns_once(capsys) -> None:
-    cpu_compat._WARNED.clear()
-    assert cpu_compat.distributed_optimizer(True) is False
-    assert cpu_compat.distributed_optimizer(True) is False
-    out = capsys.readouterr().out
-    assert out.count("warning: --use-distributed-optimizer true needs CUDA") == 1
-    assert cpu_compat.distributed_optimizer(False) is False
-    assert capsys.readouterr().out == ""
-
-
 def test_bf16_generation_on_cpu_warns_and_uses_fp32(capsys) -> None:
     cpu_compat._WARNED.clear()
     assert cpu_compat.inference_dtype(torch.bfloat16) == torch.float32

@@ -19,6 +19,8 @@ import pytest
 import torch
 
 from megatron_bgpo.parallel import cpu_compat
+from megatron_bgpo.training.config import OptimArgs
+from megatron_bgpo.training.optimizer import use_distributed_optimizer
 from tests.distributed import run_distributed
 from tests.training.optim_ranks import Run, max_abs, max_rel, merge_run, train_rank
 
@@ -68,8 +70,8 @@ def _say(what: str, worst: tuple[float, float, float]) -> None:
 
 def test_the_distributed_optimizer_is_not_downgraded_on_cpu(capsys) -> None:
     cpu_compat._WARNED.clear()
-    assert cpu_compat.distributed_optimizer(True) is True
-    assert cpu_compat.distributed_optimizer(False) is False
+    assert use_distributed_optimizer(OptimArgs(use_distributed_optimizer=True)) is True
+    assert use_distributed_optimizer(OptimArgs()) is False
     assert capsys.readouterr().out == ""
 
 

@@ -25,4 +25,18 @@ def build_model_chunks(
     vpp = parallel.virtual_pipeline_model_parallel_size
     stages = [None] if vpp is None else list(range(vpp))
     chunks = [build_llada_model(cfg, tcfg, pg_collection, vp_stage=s, use_te=use_te) for s in stages]
+    for chunk in chunks:
+        _params_to(chunk, params_dtype)
     return [cpu_compat.to_device(c) for c in chunks]
+
+
+@torch.no_grad()
+def _params_to(chunk: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Every parameter in ``dtype``. megatron-core's local-spec RMSNorm (torch.nn.RMSNorm) ignores
+    ``params_dtype`` and builds fp32 weights, unlike TE's norm; megatron's Float16Module would cast them.
+    A bf16 model with fp32 norms breaks `Float16OptimizerWithFloat16Params.sharded_state_dict` (its
+    parameter map covers the 16-bit parameters only: "Param id N does not match any model sharded
+    param"). Parameters keep their identity (attributes such as tensor_model_parallel stay)."""
+    for p in chunk.parameters():
+        if p.dtype != dtype and p.is_floating_point():
+            p.data = p.data.to(dtype)
