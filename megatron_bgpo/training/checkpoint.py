@@ -91,6 +91,26 @@ def _rng_object(is_loading: bool) -> ShardedObject:
 OPTIMIZER_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
 
 
+def _is_distributed(optimizer) -> bool:
+    """Whether ``optimizer`` is (or chains) megatron-core's DistributedOptimizer."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    inner = getattr(optimizer, "chained_optimizers", [optimizer])
+    return any(isinstance(o, DistributedOptimizer) for o in inner)
+
+
+def _check_same_optimizer(folder: Path, common: dict, optimizer) -> None:
+    """The two megatron-core optimizers store their state under different keys and param groups, so a
+    checkpoint resumes only with the optimizer it was saved with (older checkpoints do not say)."""
+    saved, current = common.get("distributed_optimizer"), _is_distributed(optimizer)
+    if saved is not None and saved != current:
+        raise CheckpointError(
+            f"--load {folder}: saved with --use-distributed-optimizer {str(saved).lower()}, this run uses "
+            f"{str(current).lower()}; the optimizer state does not convert between the two. Resume with "
+            "the same setting, or pass --finetune true to load the weights only"
+        )
+
+
 def _state(model, optimizer, scheduler, step: int, is_loading: bool, with_rng: bool) -> dict:
     state = model_sharded_state_dict(_unwrap(model))
     state["optimizer"] = optimizer.sharded_state_dict(
@@ -100,6 +120,7 @@ def _state(model, optimizer, scheduler, step: int, is_loading: bool, with_rng: b
     state["iteration"] = step
     state["checkpoint_version"] = CHECKPOINT_VERSION
     state["world_size"] = dist.get_world_size()
+    state["distributed_optimizer"] = _is_distributed(optimizer)
     if with_rng:
         state["rng_state"] = _rng_object(is_loading)
     return state
@@ -300,6 +321,7 @@ def load(args: CheckpointArgs, model, optimizer, scheduler, folder: Path | None 
             optimizer.reload_model_params()
         return Progress()
     common = dist_checkpointing.load_common_state_dict(str(folder))
+    _check_same_optimizer(folder, common, optimizer)
     same_world = common.get("world_size") == dist.get_world_size()
     state = _state(model, optimizer, scheduler, 0, is_loading=True, with_rng=same_world)
     n_blocks = _unwrap(model)[0].config.num_layers // 2

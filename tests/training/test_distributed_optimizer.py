@@ -116,3 +116,11 @@ def test_a_fresh_adam_state_at_the_new_layout_is_detected(tp2_dp2) -> None:
     diff = max_rel(got["weights"], tp2_dp2["steps"][SAVE_AFTER]["weights"])
     print(f"fresh Adam: weights rel {diff:.3g}")
     assert diff > 100 * WEIGHT_RTOL
+
+
+def test_resuming_with_the_other_optimizer_is_a_clear_error(tp2_dp2) -> None:
+    run = Run(tp=2, distributed_optimizer=False, steps=1, load=tp2_dp2["save"])
+    with pytest.raises(
+        AssertionError, match="saved with --use-distributed-optimizer true, this run uses false"
+    ):
+        run_distributed(train_rank, 2, run)
