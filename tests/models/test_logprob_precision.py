@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from megatron_bgpo.diffusion.elbo import elbo_terms
-from megatron_bgpo.models.logprobs import selected_token_logprobs
+from megatron_bgpo.models.logprobs import chunked_token_logprobs, selected_token_logprobs
 from megatron_bgpo.parallel import ParallelConfig, init_distributed, parallel_groups
 from tests.distributed import run_distributed
 
@@ -30,25 +30,43 @@ def _fp64_reference(logits, targets, positions) -> torch.Tensor:
     return torch.where(positions, lp, torch.zeros((), dtype=torch.float64))
 
 
-def _rank(rank: int, world: int) -> torch.Tensor:
+def _head() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """bf16 hidden states [N, H], output weight [V, H] and targets [N] for the chunked path."""
+    gen = torch.Generator().manual_seed(12)
+    hidden = torch.randn(7, 32, generator=gen, dtype=torch.float64).to(torch.bfloat16)
+    weight = (torch.randn(V, 32, generator=gen, dtype=torch.float64) * 0.7).to(torch.bfloat16)
+    return hidden, weight, torch.randint(0, V, (7,), generator=gen)
+
+
+def _rank(rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
     groups = parallel_groups(ParallelConfig(world, 1), init_distributed())
     logits, targets, positions = _logits()
     shard = logits.chunk(world, dim=-1)[groups.tp_rank].contiguous()  # this rank's vocab columns
-    out = selected_token_logprobs(shard, targets, positions, groups.tp)
-    assert out.dtype == torch.float32
-    return out
+    selected = selected_token_logprobs(shard, targets, positions, groups.tp)
+    hidden, weight, head_targets = _head()
+    local_weight = weight.chunk(world, dim=0)[groups.tp_rank]
+    chunked = chunked_token_logprobs(
+        hidden, head_targets, lambda h: h @ local_weight.T, groups.tp, chunk_rows=3
+    )
+    assert selected.dtype == torch.float32 and chunked.dtype == torch.float32
+    return selected, chunked
 
 
 @pytest.mark.parametrize("tp", [1, 2])
 def test_bf16_logits_give_fp32_logprobs(tp: int) -> None:
     logits, targets, positions = _logits()
     ref = _fp64_reference(logits, targets, positions)
-    for got in run_distributed(_rank, tp):  # every TP rank holds the full result
+    hidden, weight, head_targets = _head()
+    head_logits = (hidden @ weight.T).double()  # the bf16 output layer, then fp64
+    head_ref = torch.log_softmax(head_logits, -1).gather(-1, head_targets[:, None])[:, 0]
+    for got, chunked in run_distributed(_rank, tp):  # every TP rank holds the full result
         err = (got.double() - ref).abs().max().item()
         assert err <= FP32_ATOL, err
+        chunked_err = (chunked.double() - head_ref).abs().max().item()
+        assert chunked_err <= FP32_ATOL, chunked_err
     in_bf16 = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
     bf16_err = (torch.where(positions, in_bf16.double(), 0.0) - ref).abs().max().item()
-    print(f"TP={tp}: log-prob error {err:.3g} (fp32 path), {bf16_err:.3g} (computed in bf16)")
+    print(f"TP={tp}: log-prob error {err:.3g}, chunked {chunked_err:.3g} (fp32), {bf16_err:.3g} (in bf16)")
     assert bf16_err > 10 * FP32_ATOL, bf16_err  # a bf16 computation would fail the check above
 
 
