@@ -33,6 +33,7 @@ from megatron_bgpo.training.policy import Policy, params_dtype
 from tests.rl.test_update_layouts import _merge_tp, _packing, _rollout
 
 PRESET = "tiny-gqa"
+TOTAL_UPDATES = 8  # the LR schedule's horizon, alike in every run (constant LR: no run gets that far)
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,8 @@ def train_rank(rank: int, world: int, run: Run) -> dict:
     set_seed(1234)
     cfg = get_preset(PRESET)
     optim = OptimArgs(lr=1e-3, clip_grad=1.0, use_distributed_optimizer=run.distributed_optimizer)
-    total = run.steps if run.load is None else run.steps + 2
     policy = Policy.build(
-        cfg, parallel, groups, params_dtype(run.params_dtype), optim=optim, total_updates=(total, 1)
+        cfg, parallel, groups, params_dtype(run.params_dtype), optim=optim, total_updates=(TOTAL_UPDATES, 1)
     )
     start = 0
     if run.load is None:

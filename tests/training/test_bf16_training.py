@@ -76,3 +76,15 @@ def _bf16_ulp(x: torch.Tensor) -> torch.Tensor:
     """Spacing of bf16 numbers at |x| (8 significant bits): 2^(e - 8) for |x| in [2^(e-1), 2^e)."""
     _, exponent = torch.frexp(x.double())
     return torch.ldexp(torch.ones_like(x, dtype=torch.float64), exponent - 8)
+
+
+@pytest.mark.parametrize("world,distributed", [(1, False), (2, True)])
+def test_bf16_resume_is_bitwise(tmp_path, world: int, distributed: bool) -> None:
+    """A bf16 checkpoint holds the fp32 main weights and Adam state: 2 steps == 1 + resume + 1, bitwise."""
+    save = str(tmp_path / "ckpt")
+    common = {"params_dtype": "bf16", "distributed_optimizer": distributed, "objective": OBJECTIVE}
+    full = merge_run(run_distributed(train_rank, world, Run(steps=2, save=save, save_after=1, **common)))
+    resumed = merge_run(run_distributed(train_rank, world, Run(steps=1, load=save, **common)))
+    assert resumed[0]["grad_norm"] == full[1]["grad_norm"]
+    for what in ("grads", "weights"):
+        assert all(torch.equal(resumed[0][what][k], full[1][what][k]) for k in full[1][what]), what
