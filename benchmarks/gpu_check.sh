@@ -8,8 +8,8 @@
 #   1. TE layer spec vs local spec vs reference: logits + gradients fp32, logits bf16, under the
 #      cuDNN fused attention backend and the flash-attention backend (tests/models/test_te_parity.py;
 #      the inputs include a left-padded row, the case TE's padding mask may mishandle);
-#   2. GPU-marked tests of the suite (bf16 against the converted HF oracle checkpoint, distributed
-#      optimizer step, ...): pytest -m gpu;
+#   2. GPU-marked tests of the suite (pytest -m gpu), then the whole RL loop on the GPU: 2 BGPO steps of
+#      the tiny Sudoku recipe in bf16 with megatron's distributed optimizer, saved as a checkpoint;
 #   3. memory of one BGPO / VRPO-OL update vs n_t at LLaDA-8B width, 4 layers, bf16 (the paper's Fig. 1),
 #      and VRPO-OL with full activation recomputation (benchmarks/memory_vs_nt.py);
 #   4. fwd+bwd throughput / MFU of 4 decoder layers at 8B width in bf16 (benchmarks/layer_mfu.py);
@@ -46,6 +46,13 @@ row "te parity, fused attn" 120 env NVTE_FUSED_ATTN=1 NVTE_FLASH_ATTN=0 \
 row "te parity, flash attn" 120 env NVTE_FUSED_ATTN=0 NVTE_FLASH_ATTN=1 \
   "$PY" -m pytest tests/models/test_te_parity.py -q -s -p no:cacheprovider
 row "gpu-marked tests" 120 "$PY" -m pytest tests -m gpu -q -p no:cacheprovider
+row "tiny data" 60 "$PY" -m megatron_bgpo.training.tiny --out "$OUT/tiny" --seed 1
+row "RL loop, bf16 + distributed optimizer" 120 "$PY" -m torch.distributed.run --nproc-per-node 1 \
+  tools/train.py --model "$OUT/tiny/config.json" --tokenizer "$OUT/tiny/tokenizer" --task sudoku_brief \
+  --train-data "$OUT/tiny/train.csv" --eval-data "$OUT/tiny/eval.csv" --eval-samples 16 \
+  --gen-length 32 --block-length 32 --diffusion-steps 8 --max-prompt-length 64 --objective bgpo \
+  --num-mc-samples 2 --group-size 4 --rollout-batch-size 4 --mini-batch-size 4 --micro-batch-size 8 \
+  --train-steps 2 --log-interval 1 --params-dtype bf16 --use-distributed-optimizer true --save "$OUT/tiny_run"
 row "memory vs n_t, 8B width x4, bf16" 150 "$PY" benchmarks/memory_vs_nt.py --shape llada-8b --layers 4 \
   --dtype bf16 --n-t 1 4 8 16 32 --prompt-len 64 --gen-len 256
 row "memory, VRPO-OL + recompute full" 60 "$PY" benchmarks/memory_vs_nt.py --shape llada-8b --layers 4 \
