@@ -15,10 +15,12 @@ prompts: speed only.
 Rows: ``llada port`` (benchmarks/llada_generate.py: full canvas and full-vocab logits every step), the
 project's exact sampler (``exact``), then the switches added one at a time. Columns: NFE (model calls),
 rows run (sum over calls; falls with ``compact_rows``), wall seconds (mean over ``--repeats``, with the
-range), generated tokens/s (batch x gen_length / wall), speed-up over the port, token agreement with the
-port, accuracy, and the time split: model (denoiser calls), communication (the sampler's vocab-parallel
-all-reduces and pipeline broadcasts; 0 on one process), sampling (the rest: Gumbel noise, confidences,
-selection, bookkeeping). Under ``--tp 2`` the port is not run (it needs the full vocabulary).
+range), generated tokens/s (batch x gen_length / wall), speed-up over the port, the process's CPU
+seconds (``time.process_time``; steadier than wall time on a shared machine) and the speed-up they give,
+token agreement with the port, accuracy, and the wall-time split: model (denoiser calls), communication
+(the sampler's vocab-parallel all-reduces; 0 on one process; the model's own TP all-reduces count as
+model), sampling (the rest: Gumbel noise, confidences, selection, bookkeeping). Under ``--tp 2`` the
+port is not run (it needs the full vocabulary).
 """
 
 from __future__ import annotations
@@ -199,6 +201,7 @@ def main() -> None:
         ("+ prefix_cache", base.with_(**fast, prefix_cache=True)),
         ("+ dual_cache (no prefix_cache)", base.with_(**fast, dual_cache=True)),
         ("threshold 0.7 + all (dual_cache)", base.with_(**(fast | dict(threshold=0.7)), dual_cache=True)),
+        ("exact + prefix_cache", base.with_(prefix_cache=True)),
         ("exact + dual_cache", base.with_(dual_cache=True)),
     ]
     if a.tp > 1:
@@ -219,17 +222,17 @@ def main() -> None:
             f"threads {torch.get_num_threads()}, load {load:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC')}\n"
         )
         print(
-            "| decoding | NFE | rows run | wall s (range) | tokens/s | vs port | agree w/ port "
-            "| accuracy +- SE | model % | comm % | sampling % |"
+            "| decoding | NFE | rows run | wall s (range) | tokens/s | vs port | CPU s | vs port (CPU) "
+            "| agree w/ port | accuracy +- SE | model % | comm % | sampling % |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     runs: dict[str, list[tuple[float, dict[str, float], torch.Tensor, int, int]]] = {
         n: [] for n, _ in settings
     }
     for _ in range(a.repeats):  # round-robin over the rows, so a change of machine load hits them alike
         for name, cfg in settings:
             TIMES.update(model=0.0, comm=0.0)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if cfg is None:
                 torch.manual_seed(a.seed)
                 canvas = llada_generate.generate(
@@ -246,17 +249,19 @@ def main() -> None:
             else:
                 out = generate(den, pr, cfg, seed=a.seed, vocab=vocab, pipeline=pipeline)
                 tokens, nfe, rows_run = out.tokens, out.nfe, out.row_calls
+            TIMES["cpu"] = time.process_time() - c0
             runs[name].append((time.perf_counter() - t0, dict(TIMES), tokens, nfe, rows_run))
     port_tokens = runs[settings[0][0]][0][2]
-    port_tps = None
+    port_tps, port_cpu = None, None
     for name, cfg in settings:
         walls = [r[0] for r in runs[name]]
         _, _, tokens, nfe, rows_run = runs[name][0]
         wall = statistics.mean(walls)
         model = statistics.mean(r[1]["model"] for r in runs[name])
         comm = statistics.mean(r[1]["comm"] for r in runs[name])
+        cpu = statistics.mean(r[1]["cpu"] for r in runs[name])
         if cfg is None:
-            port_tps = n_tok / wall
+            port_tps, port_cpu = n_tok / wall, cpu
         agree = (tokens == port_tokens).float().mean().item()
         acc = "-"
         if s.score is not None:
@@ -264,10 +269,12 @@ def main() -> None:
             se = statistics.stdev(r) / math.sqrt(len(r))
             acc = f"{statistics.mean(r):.3f} +- {se:.3f}"
         speed = f"{n_tok / wall / port_tps:.1f}x" if port_tps else "-"
+        cpu_speed = f"{port_cpu / cpu:.1f}x" if port_cpu else "-"
         if s.rank0:
             print(
                 f"| {name} | {nfe} | {rows_run} | {wall:.2f} ({min(walls):.2f}-{max(walls):.2f}) | "
-                f"{n_tok / wall:,.0f} | {speed} | {agree:.3f} | {acc} | {100 * model / wall:.0f} | "
+                f"{n_tok / wall:,.3g} | {speed} | {cpu:.2f} | {cpu_speed} | {agree:.3f} | {acc} | "
+                f"{100 * model / wall:.0f} | "
                 f"{100 * comm / wall:.1f} | {100 * (wall - model - comm) / wall:.0f} |",
                 flush=True,
             )
