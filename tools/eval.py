@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 
 from megatron_bgpo.cli import renamed_flag
+from megatron_bgpo.training.config import GenerationArgs, add_fast_decoding_flags, fast_decoding_args
 
 
 def main() -> None:
@@ -40,8 +41,7 @@ def main() -> None:
     p.add_argument("--output", default=None, help="JSONL of every generation and its score")
     p.add_argument("--model-name", default="model")
     p.add_argument("--params-dtype", default="bf16", choices=["bf16", "fp32"])
-    p.add_argument("--threshold", type=float, default=None, help="confidence-threshold parallel decoding")
-    p.add_argument("--prefix-cache", action="store_true", help="block-wise approximate prefix KV cache")
+    add_fast_decoding_flags(p)
     args = p.parse_args()
     tasks = []
     for item in args.task:
@@ -52,7 +52,7 @@ def main() -> None:
 
     import torch
 
-    from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig
+    from megatron_bgpo.diffusion.sampler import Prompts
     from megatron_bgpo.models.llada.inference import decode_outputs
     from megatron_bgpo.parallel import ParallelConfig, destroy_model_parallel
     from megatron_bgpo.tasks import get_task
@@ -63,17 +63,13 @@ def main() -> None:
     tokenizer, policy = load_for_inference(
         args.load, args.tokenizer, ParallelConfig(args.tp, args.pp), args.params_dtype, args.seed
     )
-    sampler = SamplerConfig(
+    sampler = GenerationArgs(
         gen_length=args.gen_length,
-        steps=args.diffusion_steps or args.gen_length // 2,
+        diffusion_steps=args.diffusion_steps or args.gen_length // 2,
         block_length=args.block_length,
         temperature=0.0,
-        mask_id=tokenizer.mask_id,
-        eos_id=tokenizer.eos_id,
-        stop_ids=(tokenizer.eot_id,),
-        threshold=args.threshold,
-        prefix_cache=args.prefix_cache,
-    )
+        **fast_decoding_args(args),
+    ).sampler(tokenizer)
     prefill = "" if args.no_prefill else REASONING_PREFILL
     dp_rank, dp_size = policy.groups.dp_rank, policy.groups.dp_size
     runs = []

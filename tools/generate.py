@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from megatron_bgpo.cli import renamed_flag
+from megatron_bgpo.training.config import GenerationArgs, add_fast_decoding_flags, fast_decoding_args
 
 
 def read_prompts(args: argparse.Namespace) -> list[list[dict[str, str]]]:
@@ -59,8 +60,7 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--cfg-scale", type=float, default=0.0)
     p.add_argument("--remasking", default="low_confidence", choices=["low_confidence", "random"])
-    p.add_argument("--threshold", type=float, default=None, help="confidence-threshold parallel decoding")
-    p.add_argument("--prefix-cache", action="store_true", help="block-wise approximate prefix KV cache")
+    add_fast_decoding_flags(p)
     p.add_argument(
         "--prefill", default="", help='text appended after the assistant header, e.g. "<reasoning>"'
     )
@@ -71,7 +71,7 @@ def main() -> None:
 
     import torch
 
-    from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig
+    from megatron_bgpo.diffusion.sampler import Prompts
     from megatron_bgpo.models.llada.inference import decode_outputs
     from megatron_bgpo.parallel import ParallelConfig, destroy_model_parallel
     from megatron_bgpo.training.policy import load_for_inference
@@ -81,19 +81,15 @@ def main() -> None:
     )
     texts = [tokenizer.apply_chat_template(m, prefill=args.prefill) for m in conversations]
     prompts = Prompts.from_lists([tokenizer.encode(t) for t in texts], pad_id=tokenizer.pad_id)
-    sampler = SamplerConfig(
+    sampler = GenerationArgs(
         gen_length=args.gen_length,
-        steps=args.diffusion_steps,
+        diffusion_steps=args.diffusion_steps,
         block_length=args.block_length,
         temperature=args.temperature,
         cfg_scale=args.cfg_scale,
         remasking=args.remasking,
-        mask_id=tokenizer.mask_id,
-        eos_id=tokenizer.eos_id,
-        stop_ids=(tokenizer.eot_id,),
-        threshold=args.threshold,
-        prefix_cache=args.prefix_cache,
-    )
+        **fast_decoding_args(args),
+    ).sampler(tokenizer)
     out = policy.generate(prompts, sampler, seed=args.seed)
     if torch.distributed.get_rank() == 0:
         for conv, text, n in zip(conversations, decode_outputs(tokenizer, out), out.lengths, strict=True):

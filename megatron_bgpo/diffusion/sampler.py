@@ -32,6 +32,17 @@ Fast decoding (off by default; exact LLaDA when off):
 - ``prefix_cache``: block-wise approximate prefix KV cache (Fast-dLLM). Needs a denoiser implementing
   :class:`PrefixCacheDenoiser`: K/V of the prompt and earlier blocks are computed once per block
   (when the block starts) and reused by the block's later steps, which run only the suffix.
+- ``dual_cache``: Fast-dLLM's dual cache: the prefix *and* the suffix (later, still-masked blocks)
+  K/V are captured when the block starts; the block's later steps run only the block's tokens.
+  Needs a denoiser whose ``prefill`` takes ``suffix_start`` (:class:`PrefixCacheDenoiser`).
+- ``early_exit``: a row whose just-finished block is all EOS (after its answer) is done: the rest of
+  its canvas is EOS and it gets no further model calls (approximate: the exact sampler would still
+  decode those positions; equal when the model would have produced EOS there).
+- ``compact_rows``: each call runs only the rows whose current block still has masked positions (rows
+  that finished the block early under ``threshold``, or left by ``early_exit``/``fill_after_eos``),
+  so the cost falls with the rows still decoding. Exact (rows are independent given their row id);
+  with a cache, the denoiser's optional ``cache_rows(cache, index)`` keeps the cached rows in step
+  (without it rows are dropped only when a block starts).
 """
 
 from __future__ import annotations
@@ -72,6 +83,11 @@ class PrefixCacheDenoiser(Protocol):
     suffix tokens [B, T - prefix_length] (with their position ids) attending to the cached prefix;
     ``attention_mask`` is the full [B, T] key-padding mask; returns logits [B, T - prefix_length,
     V_local] | None. With ``accepts_logits_range`` both also take ``logits_range`` (canvas positions).
+
+    Dual cache (``SamplerConfig.dual_cache``): ``prefill(..., prefix_length, suffix_start=S)`` also keeps
+    the K/V of positions >= S, and ``extend`` then runs only tokens [B, S - prefix_length] (the canvas
+    positions prefix_length..S-1) attending to [cached prefix, themselves, cached suffix]. Optional
+    ``cache_rows(cache, index [n] int64) -> cache`` keeps rows ``index`` of a cache (row compaction).
     """
 
     def prefill(
@@ -169,6 +185,9 @@ class SamplerConfig:
     threshold_floor: Literal["one", "schedule"] = "one"
     fill_after_eos: bool = False
     prefix_cache: bool = False
+    dual_cache: bool = False
+    early_exit: bool = False
+    compact_rows: bool = False
     max_noise_elements: int = 1 << 25
 
     def __post_init__(self) -> None:
@@ -179,6 +198,8 @@ class SamplerConfig:
             raise ValueError(f"unknown threshold_floor {self.threshold_floor!r}")
         if self.temperature < 0 or self.cfg_scale < 0:
             raise ValueError("temperature and cfg_scale must be >= 0")
+        if self.prefix_cache and self.dual_cache:
+            raise ValueError("prefix_cache and dual_cache are exclusive (dual_cache also caches the prefix)")
 
     def with_(self, **kw: Any) -> SamplerConfig:
         return replace(self, **kw)
@@ -188,12 +209,14 @@ class SamplerConfig:
 class SampleOutput:
     """tokens: [B, gen_length] generated ids; trace: [B, gen_length] 0-based step that committed each
     token; lengths: [B] tokens before the first stop id (gen_length if none); nfe: denoiser calls (a
-    CFG call runs a doubled batch; with ``prefix_cache`` most calls run only the suffix)."""
+    CFG call runs a doubled batch; with ``prefix_cache`` most calls run only the suffix); row_calls:
+    the rows those calls ran, summed (nfe x B without ``compact_rows``; CFG doubling not counted)."""
 
     tokens: Tensor
     trace: Tensor
     lengths: Tensor
     nfe: int
+    row_calls: int = 0
 
 
 def trimmed_lengths(tokens: Tensor, stop_ids: Sequence[int]) -> Tensor:
@@ -300,42 +323,71 @@ def _select(conf: Tensor, masked: Tensor, n_commit: Tensor) -> Tensor:
 
 
 class _Runner:
-    """Calls the denoiser (with CFG and the optional prefix cache) and slices the block logits."""
+    """Calls the denoiser (with CFG, the optional prefix / dual cache and row compaction) and slices the
+    block logits."""
 
     def __init__(self, denoiser: Denoiser, cfg: SamplerConfig, prompts: Prompts) -> None:
-        if cfg.prefix_cache and not isinstance(denoiser, PrefixCacheDenoiser):
-            raise TypeError("prefix_cache=True needs a denoiser with prefill/extend (PrefixCacheDenoiser)")
+        if (cfg.prefix_cache or cfg.dual_cache) and not isinstance(denoiser, PrefixCacheDenoiser):
+            flag = "prefix_cache" if cfg.prefix_cache else "dual_cache"
+            raise TypeError(f"{flag}=True needs a denoiser with prefill/extend (PrefixCacheDenoiser)")
         self.denoiser, self.cfg = denoiser, cfg
+        self.cached = cfg.prefix_cache or cfg.dual_cache
         self.p = prompts.input_ids.shape[1]
         self.prompt_real = prompts.attention_mask.to(torch.bool)
         self.cache: Any = None
+        self.cache_rows: Tensor | None = None  # batch rows held by the cache (compaction), None = all
         self.prefix = 0
         self.calls = 0
+        self.row_calls = 0
 
-    def _inputs(self, x: Tensor, attn: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _inputs(
+        self, x: Tensor, attn: Tensor, pos: Tensor, rows: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         if self.cfg.cfg_scale <= 0:
             return x, attn, pos
+        real = self.prompt_real if rows is None else self.prompt_real[rows]
         un = x.clone()
-        un[:, : self.p] = torch.where(self.prompt_real, self.cfg.mask_id, x[:, : self.p])
+        un[:, : self.p] = torch.where(real, self.cfg.mask_id, x[:, : self.p])
         return torch.cat([x, un]), torch.cat([attn, attn]), torch.cat([pos, pos])
 
+    def _keep_cache_rows(self, rows: Tensor | None) -> None:
+        """Shrink the cache to ``rows`` (a subset of the rows it holds)."""
+        if rows is None or self.cache_rows is None or len(rows) == len(self.cache_rows):  # unchanged
+            return
+        keep = torch.isin(self.cache_rows, rows).nonzero().squeeze(1)
+        if self.cfg.cfg_scale > 0:  # the cache holds [cond rows, uncond rows]
+            keep = torch.cat([keep, keep + len(self.cache_rows)])
+        self.cache = self.denoiser.cache_rows(self.cache, keep)  # type: ignore[attr-defined]
+        self.cache_rows = rows
+
+    def can_drop_within_block(self) -> bool:
+        return not self.cached or hasattr(self.denoiser, "cache_rows")
+
     def block_logits(
-        self, x: Tensor, attn: Tensor, pos: Tensor, sl: slice, new_block: bool
+        self, x: Tensor, attn: Tensor, pos: Tensor, sl: slice, new_block: bool, rows: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None] | None:
-        """-> (cond, uncond) logits [B, W, V_local] at generated positions ``sl``; None off the last stage."""
-        tok, am, pi = self._inputs(x, attn, pos)
+        """-> (cond, uncond) logits [B, W, V_local] at generated positions ``sl``; None off the last stage.
+
+        x/attn/pos: the canvas of the rows run (``rows``: their batch indices, None = every row)."""
+        tok, am, pi = self._inputs(x, attn, pos, rows)
         self.calls += 1
+        self.row_calls += x.shape[0]
         window = (self.p + sl.start, self.p + sl.stop)  # canvas positions whose logits are read
         kw = {"logits_range": window} if getattr(self.denoiser, "accepts_logits_range", False) else {}
-        if not self.cfg.prefix_cache:
-            out, offset = self.denoiser(tok, am, pi, **kw), 0
+        den: Any = self.denoiser
+        if not self.cached:
+            out, offset = den(tok, am, pi, **kw), 0
         elif new_block:
             self.prefix = window[0]
-            out, self.cache = self.denoiser.prefill(tok, am, pi, self.prefix, **kw)  # type: ignore[union-attr]
+            extra = {"suffix_start": window[1]} if self.cfg.dual_cache else {}
+            out, self.cache = den.prefill(tok, am, pi, self.prefix, **extra, **kw)
+            self.cache_rows = rows if rows is not None else torch.arange(x.shape[0], device=x.device)
             offset = 0
         else:
-            ext = self.denoiser.extend  # type: ignore[union-attr]
-            out, offset = ext(self.cache, tok[:, self.prefix :], am, pi[:, self.prefix :], **kw), self.prefix
+            self._keep_cache_rows(rows)
+            stop = window[1] if self.cfg.dual_cache else tok.shape[1]
+            out = den.extend(self.cache, tok[:, self.prefix : stop], am, pi[:, self.prefix : stop], **kw)
+            offset = self.prefix
         if out is None:
             return None
         if not kw:
@@ -386,35 +438,58 @@ def generate(
         positions = torch.arange(sl.start, sl.stop, device=device)
         schedule = num_transfer_tokens((gen[:, sl] == cfg.mask_id).sum(1), plan.steps_per_block)
         s = 0
+        rows: Tensor | None = None  # compact_rows: the batch rows run this step
         while True:
             masked = gen[:, sl] == cfg.mask_id
             if not bool(masked.any()):
                 break
             if s >= max(plan.block_length, plan.steps_per_block):
                 raise RuntimeError("block not finished within its step budget")  # unreachable by design
+            if cfg.compact_rows and (s == 0 or runner.can_drop_within_block()):
+                live = masked.any(1)
+                rows = None if bool(live.all()) and rows is None else live.nonzero().squeeze(1)
             x = torch.cat([prompts.input_ids, gen], dim=1)
-            logits = runner.block_logits(x, attn, pos, sl, new_block=s == 0)
+            if rows is None:
+                logits = runner.block_logits(x, attn, pos, sl, new_block=s == 0)
+            else:
+                logits = runner.block_logits(x[rows], attn[rows], pos[rows], sl, s == 0, rows)
             if is_last:
                 assert logits is not None, "the last pipeline stage must return logits"
-                x0, conf = _proposals(*logits, cfg, vocab, seed, row_ids, positions, s)
-                scheduled = schedule[:, s] if s < plan.steps_per_block else torch.zeros_like(schedule[:, 0])
+                r_ids, m, sched = row_ids, masked, schedule
+                if rows is not None:
+                    r_ids, m, sched = row_ids[rows], masked[rows], schedule[rows]
+                x0, conf = _proposals(*logits, cfg, vocab, seed, r_ids, positions, s)
+                scheduled = sched[:, s] if s < plan.steps_per_block else torch.zeros_like(sched[:, 0])
                 if cfg.threshold is None:
                     n_commit = scheduled
                 else:
-                    above = ((conf > cfg.threshold) & masked).sum(1)
-                    floor = masked.any(1).to(torch.int64) if cfg.threshold_floor == "one" else scheduled
+                    above = ((conf > cfg.threshold) & m).sum(1)
+                    floor = m.any(1).to(torch.int64) if cfg.threshold_floor == "one" else scheduled
                     n_commit = torch.maximum(above, floor)
-                commit = _select(conf, masked, n_commit)
-                gen[:, sl] = torch.where(commit, x0, gen[:, sl])
+                commit = _select(conf, m, n_commit)
+                if rows is None:
+                    gen[:, sl] = torch.where(commit, x0, gen[:, sl])
+                else:
+                    gen[rows, sl] = torch.where(commit, x0, gen[rows, sl])
             if pipeline is not None:
                 pipeline.broadcast(gen)
             trace[(trace < 0) & (gen != cfg.mask_id)] = step
             step += 1
             s += 1
-        if cfg.fill_after_eos and sl.stop < cfg.gen_length:
-            done = trimmed_lengths(gen[:, : sl.stop], stop_ids) < sl.stop
+        if sl.stop < cfg.gen_length and (cfg.fill_after_eos or cfg.early_exit):
+            done = torch.zeros(bsz, dtype=torch.bool, device=device)
+            if cfg.fill_after_eos:
+                done |= trimmed_lengths(gen[:, : sl.stop], stop_ids) < sl.stop
+            if cfg.early_exit:
+                done |= (gen[:, sl] == cfg.eos_id).all(1)
             rest = gen[:, sl.stop :]
             fill = done.unsqueeze(1) & (rest == cfg.mask_id)
             gen[:, sl.stop :] = torch.where(fill, torch.full_like(rest, cfg.eos_id), rest)
             trace[:, sl.stop :][fill] = max(step - 1, 0)
-    return SampleOutput(tokens=gen, trace=trace, lengths=trimmed_lengths(gen, stop_ids), nfe=runner.calls)
+    return SampleOutput(
+        tokens=gen,
+        trace=trace,
+        lengths=trimmed_lengths(gen, stop_ids),
+        nfe=runner.calls,
+        row_calls=runner.row_calls,
+    )

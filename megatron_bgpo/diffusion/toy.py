@@ -1,7 +1,8 @@
 """A tiny plain-torch bidirectional transformer honouring the denoiser contract (tests, benchmarks).
 
 ``ToyDenoiser(tokens [B, T], attention_mask [B, T] bool, position_ids [B, T]) -> [B, T, V] fp32``;
-it also implements :class:`~megatron_bgpo.diffusion.sampler.PrefixCacheDenoiser` (prefill/extend).
+it also implements :class:`~megatron_bgpo.diffusion.sampler.PrefixCacheDenoiser` (prefill/extend, the
+dual cache via ``suffix_start``, ``cache_rows``).
 Not a model for training runs: learned absolute positions, LayerNorm, GELU MLP.
 """
 
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 
 __all__ = ["ToyDenoiser"]
 
-KV = tuple[Tensor, Tensor]
+KV = tuple[Tensor, ...]  # one layer's (K, V) [B, heads, P, d] of the prefix, then (K, V) of the suffix if any
 
 
 class _Block(nn.Module):
@@ -32,7 +33,7 @@ class _Block(nn.Module):
             for z in self.qkv(self.ln1(x)).chunk(3, -1)
         )
         if past is not None:
-            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+            k, v = torch.cat([past[0], k, *past[2:3]], 2), torch.cat([past[1], v, *past[3:4]], 2)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
         x = x + self.out(o.transpose(1, 2).reshape(bsz, t, d))
         return x + self.mlp(self.ln2(x)), (k, v)
@@ -68,6 +69,7 @@ class ToyDenoiser(nn.Module):
         position_ids: Tensor,
         past: list[KV] | None,
         logits_range: tuple[int, int] | None,
+        offset: int | None = None,
     ) -> tuple[Tensor, list[KV]]:
         x = self.embed(tokens) + self.pos(position_ids)
         kvs = []
@@ -75,7 +77,7 @@ class ToyDenoiser(nn.Module):
             x, kv = blk(x, key_mask.to(torch.bool), None if past is None else past[i])
             kvs.append(kv)
         if logits_range is not None:  # canvas positions; x covers the last x.shape[1] of them
-            offset = key_mask.shape[1] - x.shape[1]
+            offset = key_mask.shape[1] - x.shape[1] if offset is None else offset
             x = x[:, logits_range[0] - offset : logits_range[1] - offset]
         return self.head(self.norm(x)).float(), kvs
 
@@ -96,10 +98,19 @@ class ToyDenoiser(nn.Module):
         position_ids: Tensor,
         prefix_length: int,
         logits_range: tuple[int, int] | None = None,
+        suffix_start: int | None = None,
     ) -> tuple[Tensor, list[KV]]:
-        """Full forward; the cache keeps every layer's K/V of positions < prefix_length."""
+        """Full forward; the cache keeps every layer's K/V of positions < prefix_length (and >=
+        suffix_start: the dual cache)."""
         logits, kvs = self._run(tokens, attention_mask, position_ids, None, logits_range)
-        return logits, [(k[:, :, :prefix_length], v[:, :, :prefix_length]) for k, v in kvs]
+        p, s = prefix_length, suffix_start
+        if s is None:
+            return logits, [(k[:, :, :p], v[:, :, :p]) for k, v in kvs]
+        return logits, [(k[:, :, :p], v[:, :, :p], k[:, :, s:], v[:, :, s:]) for k, v in kvs]
+
+    def cache_rows(self, cache: list[KV], index: Tensor) -> list[KV]:
+        """Rows ``index`` of a cache (the sampler's row compaction)."""
+        return [tuple(t[index] for t in kv) for kv in cache]
 
     def extend(
         self,
@@ -109,5 +120,7 @@ class ToyDenoiser(nn.Module):
         position_ids: Tensor,
         logits_range: tuple[int, int] | None = None,
     ) -> Tensor:
-        """Suffix-only forward ([B, T - prefix] tokens, full [B, T] key mask) over the cached prefix."""
-        return self._run(tokens, attention_mask, position_ids, cache, logits_range)[0]
+        """Suffix-only forward ([B, T - prefix] tokens, full [B, T] key mask) over the cached prefix; with
+        a dual cache the tokens are the block between the cached prefix and suffix."""
+        offset = cache[0][0].shape[2] if cache else None
+        return self._run(tokens, attention_mask, position_ids, cache, logits_range, offset)[0]

@@ -188,6 +188,13 @@ class GenerationArgs:
     max_prompt_length: int = 256
     eval_gen_length: int | None = None  # in-loop evaluation; None: --gen-length
     eval_diffusion_steps: int | None = None  # None: --diffusion-steps
+    # fast decoding (megatron_bgpo.diffusion.sampler; all off = exact LLaDA decoding)
+    threshold: float | None = None  # commit every block token whose confidence exceeds it
+    fill_after_eos: bool = False
+    early_exit: bool = False
+    compact_rows: bool = False
+    prefix_cache: bool = False
+    dual_cache: bool = False
 
     def __post_init__(self) -> None:
         _at_least(self, 1, "gen_length", "diffusion_steps", "block_length", "max_prompt_length")
@@ -208,6 +215,14 @@ class GenerationArgs:
             )
         _check(self.remasking in ("low_confidence", "random"), f"--remasking: {self.remasking!r}")
         _check(self.temperature >= 0, f"--temperature must be >= 0, got {self.temperature}")
+        _check(
+            self.threshold is None or 0.0 <= self.threshold < 1.0,
+            f"--threshold must be in [0, 1), got {self.threshold}",
+        )
+        _check(
+            not (self.prefix_cache and self.dual_cache),
+            "--prefix-cache and --dual-cache are exclusive (the dual cache also caches the prefix)",
+        )
 
     @property
     def eval_length(self) -> int:
@@ -218,7 +233,8 @@ class GenerationArgs:
         return self.diffusion_steps if self.eval_diffusion_steps is None else self.eval_diffusion_steps
 
     def sampler(self, tokenizer):
-        """The rollout `SamplerConfig` (mask/EOS/stop ids from ``tokenizer``)."""
+        """The rollout `SamplerConfig` (mask/EOS/stop ids from ``tokenizer``); the one place every entry
+        point (training loop, tools/generate.py, tools/eval.py, benchmarks) builds it."""
         from megatron_bgpo.diffusion.sampler import SamplerConfig
 
         return SamplerConfig(
@@ -231,7 +247,33 @@ class GenerationArgs:
             mask_id=tokenizer.mask_id,
             eos_id=tokenizer.eos_id,
             stop_ids=(tokenizer.eot_id,),
+            **{name: getattr(self, name) for name in FAST_DECODING},
         )
+
+
+FAST_DECODING = ("threshold", "fill_after_eos", "early_exit", "compact_rows", "prefix_cache", "dual_cache")
+_FAST_HELP = {
+    "fill_after_eos": "stop a row once its decided blocks hold a stop token (rest EOS; approximate)",
+    "early_exit": "stop a row once a whole block of it is EOS (rest EOS; approximate)",
+    "compact_rows": "run only the rows still decoding (exact)",
+    "prefix_cache": "block-wise approximate prefix KV cache (Fast-dLLM)",
+    "dual_cache": "approximate prefix + suffix KV cache (Fast-dLLM dual cache)",
+}
+
+
+def add_fast_decoding_flags(parser: argparse.ArgumentParser) -> None:
+    """The fast-decoding fields of `GenerationArgs` as flags of a tool (tools/generate.py, tools/eval.py);
+    read them back with :func:`fast_decoding_args`."""
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="confidence-threshold parallel decoding"
+    )
+    for name, text in _FAST_HELP.items():
+        parser.add_argument("--" + name.replace("_", "-"), action="store_true", help=text)
+
+
+def fast_decoding_args(namespace: argparse.Namespace) -> dict[str, Any]:
+    """``{field: value}`` of the flags added by :func:`add_fast_decoding_flags`."""
+    return {name: getattr(namespace, name) for name in FAST_DECODING}
 
 
 @dataclass(frozen=True)

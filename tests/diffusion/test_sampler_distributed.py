@@ -1,12 +1,14 @@
 """Layout invariance: the same seed gives the same tokens without TP, with the vocab split over 2
-gloo ranks (even, uneven, padded vocab), through the pipeline broadcast, and with TP2 x PP2."""
+gloo ranks (even, uneven, padded vocab), through the pipeline broadcast, and with TP2 x PP2 (also with
+row compaction); the vocab-parallel proposal (max / min-id / sum all-reduces, no gather) equals the
+argmax and softmax confidence of the gathered logits, ties included."""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 
-from megatron_bgpo.diffusion.sampler import PipelineComm, Prompts, SamplerConfig, generate
+from megatron_bgpo.diffusion.sampler import PipelineComm, Prompts, SamplerConfig, _proposals, generate
 from megatron_bgpo.diffusion.toy import ToyDenoiser
 from megatron_bgpo.diffusion.vocab import VocabShard, token_logprobs
 from tests.diffusion.reference import PaddedVocab, StageOnly, VocabSlice
@@ -20,6 +22,7 @@ CONFIGS = [
     dict(temperature=1.2, remasking="random"),
     dict(temperature=0.7, threshold=0.2),
     dict(temperature=0.5, fill_after_eos=True, stop_ids=(3,)),
+    dict(temperature=0.7, threshold=0.2, compact_rows=True, early_exit=True, cfg_scale=0.5),
 ]
 
 
@@ -146,3 +149,30 @@ def test_tp2_pp2():
     for r in results:
         assert r == results[0]
         assert r[0][0] == r[0][1]
+
+
+def _proposal_rank(rank, world_size):
+    return _in_gloo(_proposal_body, rank, world_size)
+
+
+def _proposal_body(rank, world_size):
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, V, generator=gen, dtype=torch.float64).float()
+    logits[0, :, 2] = logits[0, :, 9] = 10.0  # a tie across the shards: the lower id wins
+    logits[1, :, 7] = logits[1, :, 8] = 10.0  # a tie inside shard 1
+    start, end = (0, 6) if rank == 0 else (6, V)
+    shard = VocabShard(dist.group.WORLD, start)
+    cfg = _cfg({})
+    rows, positions = torch.arange(3), torch.arange(5)
+    x0, conf = _proposals(logits[..., start:end].clone(), None, cfg, shard, 0, rows, positions, 0)
+    full = logits.double()
+    full[..., MASK] = float("-inf")
+    want_x0 = full.argmax(-1)  # first maximum = lowest id
+    want_conf = torch.softmax(full, -1).gather(-1, want_x0[..., None])[..., 0]
+    assert torch.equal(x0, want_x0), (x0, want_x0)
+    torch.testing.assert_close(conf, want_conf, rtol=1e-12, atol=1e-12)
+    return x0[0, 0].item(), x0[1, 0].item()
+
+
+def test_tp2_proposal_equals_gathered_argmax_and_confidence():
+    assert run_distributed(_proposal_rank, 2) == [(2, 7), (2, 7)]

@@ -1,10 +1,13 @@
-"""The Megatron denoiser's sampler hooks: ``logits_range`` and the prefix KV cache (prefill/extend).
+"""The Megatron denoiser's sampler hooks: ``logits_range``, the prefix and dual KV caches (prefill/extend,
+``suffix_start``) and ``cache_rows``.
 
-Numerics: ranged logits, prefill and extend (over a prefix from the same canvas) equal slices of the
-normal forward under TP1, TP2, PP2 and PP2 x VPP2 with micro-batches, left-padded rows of different
-lengths and GQA. Semantics: extend really reuses the stale prefix K/V (exact only for a 1-layer model,
-whose K/V depend on the token alone). End to end: ``generate(prefix_cache=True)`` gives the same tokens
-under every layout, and for a 1-layer model the same tokens as no cache and as the reference forward.
+Numerics: ranged logits, prefill and extend (over a prefix, or a prefix and suffix, from the same
+canvas; also after keeping a subset of the cache's rows) equal slices of the normal forward under TP1,
+TP2, PP2 and PP2 x VPP2 with micro-batches, left-padded rows of different lengths and GQA. Semantics:
+extend really reuses the stale prefix K/V (exact only for a 1-layer model, whose K/V depend on the token
+alone). End to end: ``generate(prefix_cache=True)`` gives the same tokens under every layout, and for a
+1-layer model the same tokens as no cache and as the reference forward; the dual cache is exact for one
+layer too, and row compaction never changes the tokens.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from megatron_bgpo.models.llada.reference import reference_forward
 from tests.distributed import run_distributed
 from tests.models.rank_setup import setup_rank, toy_batch
 
-SEQ, PREFIX = 12, 7
+SEQ, PREFIX, SUFFIX = 12, 7, 10
 PROMPTS = [[5, 17, 42, 9, 100], [7, 3], [60, 61, 62]]
 
 
@@ -41,11 +44,25 @@ def cache_checks(denoiser: MegatronDenoiser, tokens: torch.Tensor, mask: torch.T
     outs["extend_range"] = (ranged, (8, 10))
     _, empty = denoiser.prefill(tokens, mask, pos, 0)
     outs["extend_from_0"] = (denoiser.extend(empty, tokens, mask, pos), (0, SEQ))
+    _, dual = denoiser.prefill(tokens, mask, pos, PREFIX, suffix_start=SUFFIX)
+    block = tokens[:, PREFIX:SUFFIX], mask, pos[:, PREFIX:SUFFIX]
+    outs["dual"] = (denoiser.extend(dual, *block), (PREFIX, SUFFIX))
+    outs["dual_range"] = (denoiser.extend(dual, *block, logits_range=(8, 10)), (8, 10))
+    rows = torch.tensor([3, 0, 2])
+    kept = denoiser.cache_rows(dual, rows)
+    sub = tokens[rows, PREFIX:SUFFIX], mask[rows], pos[rows, PREFIX:SUFFIX]
+    kept_out = denoiser.extend(kept, *sub)
+    prefix_kept = denoiser.extend(
+        denoiser.cache_rows(cache, rows), tokens[rows, PREFIX:], mask[rows], pos[rows, PREFIX:]
+    )
     if full is None:
         assert all(out is None for out, _ in outs.values()), "non-last stages must return None"
+        assert kept_out is None and prefix_kept is None
         return None
     return {k: _diff(out, full[:, a:b]) for k, (out, (a, b)) in outs.items()} | {
-        "scale": full.abs().max().item()
+        "scale": full.abs().max().item(),
+        "dual_rows": _diff(kept_out, full[rows, PREFIX:SUFFIX]),
+        "prefix_rows": _diff(prefix_kept, full[rows, PREFIX:]),
     }
 
 
@@ -69,6 +86,7 @@ def test_hooks_match_full_forward(tp: int, pp: int, vpp: int | None, max_rows: i
         assert r["scale"] > 0.1
         assert max(r["range"], r["prefill0"], r["prefill_range"]) < 1e-6, r  # same kernels
         assert max(r["extend"], r["extend_range"], r["extend_from_0"]) < 1e-5, r  # SDPA vs local kernel
+        assert max(r["dual"], r["dual_range"], r["dual_rows"], r["prefix_rows"]) < 1e-5, r
 
 
 def _stale_rank(rank: int, world: int, tp: int, n_layers: int) -> dict:
@@ -136,6 +154,40 @@ def test_prefix_cache_is_exact_for_one_layer(kw: dict) -> None:
     assert torch.equal(base["tokens"], base["plain"]) and torch.equal(base["tokens"], base["reference"])
     for r in run_distributed(_generate_rank, 2, 2, 1, 1, kw):
         assert torch.equal(r["tokens"], base["tokens"]) and torch.equal(r["plain"], base["tokens"])
+
+
+def _fast_rank(rank: int, world: int, tp: int, pp: int, n_layers: int, kw: dict) -> dict:
+    s = setup_rank(tp, pp, preset="tiny", cfg_changes={"n_layers": n_layers})
+    den = MegatronDenoiser(s.chunks, s.cfg, max_rows=4)
+    prompts = Prompts.from_lists(PROMPTS, pad_id=s.cfg.pad_token_id).repeat_interleave(2)
+    common = dict(seed=11, vocab=den.vocab_shard(), pipeline=den.pipeline_comm())
+    out = {
+        name: generate(den, prompts, _sampler_cfg(s, **kw, **flags), **common)
+        for name, flags in {
+            "plain": {},
+            "dual": dict(dual_cache=True),
+            "dual_compact": dict(dual_cache=True, compact_rows=True),
+            "prefix_compact": dict(prefix_cache=True, compact_rows=True),
+            "prefix": dict(prefix_cache=True),
+        }.items()
+    }
+    return {k: (o.tokens, o.row_calls) for k, o in out.items()}
+
+
+@pytest.mark.parametrize("tp,pp", [(1, 1), (2, 1), (1, 2)])
+def test_dual_cache_and_compaction(tp: int, pp: int) -> None:
+    """1 layer: the dual cache is exact (prefix and suffix tokens do not change within a block), with
+    and without row compaction (cache rows re-split over micro-batches of 4 as rows drop out)."""
+    kw = dict(threshold=0.004, temperature=0.8)  # ~1/V: the random model's confidences straddle it
+    for r in run_distributed(_fast_rank, tp * pp, tp, pp, 1, kw) if pp == 1 else []:  # PP2: >= 2 layers
+        assert torch.equal(r["dual"][0], r["plain"][0]) and torch.equal(r["dual_compact"][0], r["plain"][0])
+        assert torch.equal(r["prefix_compact"][0], r["plain"][0])
+        assert r["dual_compact"][1] < r["dual"][1], "threshold decoding finishes some rows' blocks early"
+    # 2 layers: approximate, but compaction still changes nothing
+    for r in run_distributed(_fast_rank, tp * pp, tp, pp, 2, kw):
+        assert torch.equal(r["dual_compact"][0], r["dual"][0])
+        assert torch.equal(r["prefix_compact"][0], r["prefix"][0])
+        assert r["dual_compact"][1] < r["dual"][1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from megatron_bgpo.training.config import parse_args
+from megatron_bgpo.training.config import (
+    FAST_DECODING,
+    GenerationArgs,
+    add_fast_decoding_flags,
+    fast_decoding_args,
+    parse_args,
+)
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "examples" / "recipes").glob("*.yaml"))
 
@@ -75,6 +81,8 @@ def test_flags_override_recipe_and_megatron_aliases() -> None:
         (["--max-skipped-steps", "0"], "--max-skipped-steps must be >= 1, got 0"),
         (["--load-fallback", "true"], "--load-fallback needs --load"),
         (["--kl-beta", "0.01"], "--kl-beta 0.01 is not supported: training keeps no frozen reference model"),
+        (["--threshold", "1.5"], r"--threshold must be in \[0, 1\), got 1.5"),
+        (["--prefix-cache", "true", "--dual-cache", "on"], "--prefix-cache and --dual-cache are exclusive"),
     ],
 )
 def test_bad_settings_name_the_flag(argv: list[str], message: str) -> None:
@@ -153,3 +161,32 @@ def test_check_world_returns_the_data_parallel_size() -> None:
 
     cfg = parse_args(["--tp", "2", "--mini-batch-size", "8", "--rollout-batch-size", "8"])
     assert check_world(cfg, 8) == 4
+
+
+class _Tok:
+    mask_id, eos_id, eot_id = 5, 2, 3
+
+
+def test_generation_args_build_the_sampler_config() -> None:
+    """One place builds the SamplerConfig: training flags and the tools' flags reach it unchanged."""
+    default = parse_args([]).generation.sampler(_Tok)
+    assert (default.gen_length, default.steps, default.block_length, default.temperature) == (
+        256,
+        128,
+        32,
+        0.9,
+    )
+    assert (default.mask_id, default.eos_id, default.stop_ids) == (5, 2, (3,))
+    assert default.threshold is None and not any(getattr(default, f) for f in FAST_DECODING[1:])
+    argv = ["--threshold", "0.9", "--dual-cache", "true", "--early-exit", "yes", "--compact-rows", "1"]
+    on = parse_args(argv).generation.sampler(_Tok)
+    assert (on.threshold, on.dual_cache, on.early_exit, on.compact_rows) == (0.9, True, True, True)
+    assert not on.prefix_cache and not on.fill_after_eos
+    import argparse
+
+    tool = argparse.ArgumentParser()
+    add_fast_decoding_flags(tool)
+    ns = tool.parse_args(["--threshold", "0.7", "--prefix-cache", "--fill-after-eos"])
+    cfg = GenerationArgs(gen_length=64, diffusion_steps=32, **fast_decoding_args(ns)).sampler(_Tok)
+    assert (cfg.threshold, cfg.prefix_cache, cfg.fill_after_eos, cfg.dual_cache) == (0.7, True, True, False)
+    assert (cfg.gen_length, cfg.steps) == (64, 32)

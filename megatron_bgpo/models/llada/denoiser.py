@@ -5,9 +5,10 @@ the last stage holds the vocab-parallel logits) and returns this rank's logits s
 [B, T, V/TP] on the last pipeline stage, None elsewhere. `vocab_shard` and `pipeline_comm` describe
 the same layout for the sampler's distributed argmax and token broadcast.
 
-Both optional sampler hooks are implemented: ``logits_range`` (the output layer runs only on the
-block the sampler reads) and ``prefill``/``extend`` (the block-wise approximate prefix KV cache,
-:mod:`megatron_bgpo.models.llada.prefix_cache`). The cached calls go through the same pipeline
+The optional sampler hooks are implemented: ``logits_range`` (the output layer runs only on the
+block the sampler reads), ``prefill``/``extend`` (the block-wise approximate prefix KV cache and, with
+``suffix_start``, Fast-dLLM's dual cache, :mod:`megatron_bgpo.models.llada.prefix_cache`) and
+``cache_rows`` (row compaction). The cached calls go through the same pipeline
 schedule, so hidden states pass between stages by megatron's p2p communication and ``max_rows``
 micro-batching applies; the cache is kept per (model chunk, micro-batch) on each rank.
 """
@@ -36,11 +37,14 @@ StageFn = Callable[[Batch, torch.nn.Module], Tensor]
 @dataclass
 class PrefixKV:
     """A prefill's cache on this rank: ``kv[(chunk, micro-batch)]`` = that model chunk's per-layer K/V
-    [prefix_length, b, kv_heads/TP, head_dim] (after RoPE) for the micro-batch's rows."""
+    [prefix_length, b, kv_heads/TP, head_dim] (after RoPE) for the micro-batch's rows; with a dual cache
+    ``suffix_kv`` likewise for canvas positions >= ``suffix_start`` ([T - suffix_start, b, ...])."""
 
     prefix_length: int
     rows: int
     kv: dict[tuple[int, int], list[KV]]
+    suffix_start: int | None = None
+    suffix_kv: dict[tuple[int, int], list[KV]] | None = None
 
 
 def _collect(logits: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -129,22 +133,30 @@ class MegatronDenoiser:
         position_ids: Tensor,
         prefix_length: int,
         logits_range: tuple[int, int] | None = None,
+        suffix_start: int | None = None,
     ) -> tuple[Tensor | None, PrefixKV]:
         """Full-canvas forward ([B, T]); the cache keeps every local layer's K/V of positions
-        < prefix_length. Logits as :meth:`__call__` (same modules and kernels)."""
+        < prefix_length (and, for the dual cache, >= suffix_start). Logits as :meth:`__call__` (same
+        modules and kernels)."""
         if not 0 <= prefix_length <= tokens.shape[1]:
             raise ValueError(f"prefix_length={prefix_length} outside [0, {tokens.shape[1]}]")
+        if suffix_start is not None and not prefix_length <= suffix_start <= tokens.shape[1]:
+            raise ValueError(f"suffix_start={suffix_start} outside [{prefix_length}, {tokens.shape[1]}]")
         kv: dict[tuple[int, int], list[KV]] = {}
+        suffix_kv: dict[tuple[int, int], list[KV]] = {}
 
         def fn(batch: Batch, chunk: torch.nn.Module) -> Tensor:
             mb, tok, mask = batch
-            state = AttentionCache(mask.bool(), capture=prefix_length)
+            state = AttentionCache(mask.bool(), capture=prefix_length, capture_suffix=suffix_start)
             out = stage_forward(unwrap_model(chunk), tok, state, 0, logits_range)
             kv[(self._chunk_index(chunk), mb)] = state.captured  # type: ignore[assignment]
+            suffix_kv[(self._chunk_index(chunk), mb)] = state.captured_suffix  # type: ignore[assignment]
             return out
 
         logits = self._run(fn, tokens, attention_mask)
-        return logits, PrefixKV(prefix_length, tokens.shape[0], kv)
+        if suffix_start is None:
+            return logits, PrefixKV(prefix_length, tokens.shape[0], kv)
+        return logits, PrefixKV(prefix_length, tokens.shape[0], kv, suffix_start, suffix_kv)
 
     @torch.no_grad()
     def extend(
@@ -157,20 +169,42 @@ class MegatronDenoiser:
     ) -> Tensor | None:
         """Suffix-only forward: tokens [B, T - P] at canvas positions P..T-1 (P = the cache's
         prefix_length), attention_mask the full [B, T] key-padding mask -> logits [B, T - P, V/TP]
-        (or the ``logits_range`` canvas span) on the last stage, None elsewhere."""
+        (or the ``logits_range`` canvas span) on the last stage, None elsewhere. With a dual cache the
+        tokens are the block [B, S - P] (S = suffix_start) and the logits [B, S - P, V/TP]."""
         p = cache.prefix_length
-        if tokens.shape[0] != cache.rows or tokens.shape[1] + p != attention_mask.shape[1]:
+        stop = attention_mask.shape[1] if cache.suffix_start is None else cache.suffix_start
+        if tokens.shape[0] != cache.rows or tokens.shape[1] + p != stop:
+            what = "" if cache.suffix_start is None else f" and suffix_start {cache.suffix_start}"
             raise ValueError(
                 f"extend: tokens {tuple(tokens.shape)} and mask {tuple(attention_mask.shape)} do not fit a "
-                f"cache of {cache.rows} rows with prefix_length {p}"
+                f"cache of {cache.rows} rows with prefix_length {p}{what}"
             )
 
         def fn(batch: Batch, chunk: torch.nn.Module) -> Tensor:
             mb, tok, mask = batch
-            state = AttentionCache(mask.bool(), past=cache.kv[(self._chunk_index(chunk), mb)])
+            key = (self._chunk_index(chunk), mb)
+            suffix = None if cache.suffix_kv is None else cache.suffix_kv[key]
+            state = AttentionCache(mask.bool(), past=cache.kv[key], past_suffix=suffix)
             return stage_forward(unwrap_model(chunk), tok, state, p, logits_range)
 
         return self._run(fn, tokens, attention_mask)
+
+    def cache_rows(self, cache: PrefixKV, index: Tensor) -> PrefixKV:
+        """Rows ``index`` [n] (int64) of ``cache``, re-split into this denoiser's micro-batches."""
+        step = self.max_rows or len(index)
+
+        def take(kv: dict[tuple[int, int], list[KV]]) -> dict[tuple[int, int], list[KV]]:
+            out: dict[tuple[int, int], list[KV]] = {}
+            for c in sorted({c for c, _ in kv}):
+                mbs = [kv[(c, m)] for m in range(len([k for k in kv if k[0] == c]))]
+                for layer in range(len(mbs[0])):
+                    k, v = (torch.cat([mb[layer][i] for mb in mbs], dim=1)[:, index] for i in (0, 1))
+                    for m, r in enumerate(range(0, len(index), step)):
+                        out.setdefault((c, m), []).append((k[:, r : r + step], v[:, r : r + step]))
+            return out
+
+        suffix = None if cache.suffix_kv is None else take(cache.suffix_kv)
+        return PrefixKV(cache.prefix_length, len(index), take(cache.kv), cache.suffix_start, suffix)
 
     def vocab_shard(self) -> VocabShard:
         g = self.groups

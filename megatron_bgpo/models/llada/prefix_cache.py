@@ -11,6 +11,9 @@ swapped, for the duration of the call, for :class:`_CacheAttention`:
 - extend (``AttentionCache.past``): the queries are the suffix only and attend (bidirectionally, with
   the [B, T] key-padding mask of the whole canvas) to the cached prefix K/V followed by the suffix's
   own K/V, computed with torch SDPA on this rank's heads (GQA groups expanded like megatron does).
+- dual cache (Fast-dLLM): the prefill also records the K/V of the positions >= ``capture_suffix``
+  (``AttentionCache.captured_suffix``); an extend with ``past_suffix`` runs only the block between the
+  two and attends to [cached prefix, block, cached suffix].
 
 RoPE uses canvas indices as positions, like :func:`~megatron_bgpo.models.llada.model.llada_forward`
 (0..T-1; left padding is handled by the key mask): a suffix that starts at canvas position P gets
@@ -103,14 +106,23 @@ class AttentionCache:
     """Per-call state shared by one stage's swapped attention kernels.
 
     key_mask: [b, T] bool (True = real token) over the whole canvas. Prefill: ``capture`` = number of
-    leading positions whose K/V are kept in ``captured`` (one entry per local layer). Extend: ``past``
-    = this stage's cached K/V per local layer.
+    leading positions whose K/V are kept in ``captured`` (one entry per local layer), and with
+    ``capture_suffix`` = S those of positions >= S in ``captured_suffix``. Extend: ``past`` = this
+    stage's cached prefix K/V per local layer, ``past_suffix`` the cached suffix's (dual cache).
     """
 
     key_mask: Tensor
     capture: int | None = None
+    capture_suffix: int | None = None
     past: list[KV] | None = None
+    past_suffix: list[KV] | None = None
     captured: list[KV | None] = field(default_factory=list)
+    captured_suffix: list[KV | None] = field(default_factory=list)
+
+    @property
+    def suffix_length(self) -> int:
+        """Cached suffix positions an extend attends to after its own tokens (0 without a dual cache)."""
+        return 0 if not self.past_suffix else int(self.past_suffix[0][0].shape[0])
 
 
 def _sdpa(query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor, scale: float) -> Tensor:
@@ -138,9 +150,16 @@ class _CacheAttention(nn.Module):
         if s.past is None:  # prefill: keep the prefix K/V, run the layer's own kernel
             p = s.capture or 0
             s.captured[self.index] = (key[:p].clone(), value[:p].clone())
+            if s.capture_suffix is not None:
+                q = s.capture_suffix
+                s.captured_suffix[self.index] = (key[q:].clone(), value[q:].clone())
             return self.inner(query, key, value, attention_mask, **kw)
         past_k, past_v = s.past[self.index]
-        key, value = torch.cat([past_k, key]), torch.cat([past_v, value])
+        if s.past_suffix is None:
+            key, value = torch.cat([past_k, key]), torch.cat([past_v, value])
+        else:
+            suf_k, suf_v = s.past_suffix[self.index]
+            key, value = torch.cat([past_k, key, suf_k]), torch.cat([past_v, value, suf_v])
         return _sdpa(query, key, value, s.key_mask, self.scale)
 
 
@@ -154,6 +173,7 @@ def _cached_attention(gpt: LanguageModule, state: AttentionCache) -> Iterator[No
     c = gpt.config
     scale = c.softmax_scale if c.softmax_scale is not None else c.kv_channels**-0.5
     state.captured = [None] * len(attns)
+    state.captured_suffix = [None] * len(attns)
     try:
         for i, (a, inner) in enumerate(zip(attns, inners, strict=True)):
             a.core_attention = _CacheAttention(inner, state, i, scale)
@@ -203,12 +223,14 @@ def stage_forward(
     logits_range: tuple[int, int] | None = None,
 ) -> Tensor:
     """:func:`run_stage` with the cache of ``state`` (a prefill when ``state.past`` is None, else an
-    extend of the suffix at ``offset`` against the cached prefix). Same shapes as :func:`run_stage`."""
+    extend of the suffix at ``offset`` against the cached prefix, or with ``state.past_suffix`` of the
+    block between the cached prefix and suffix). Same shapes as :func:`run_stage`."""
     check_supported(gpt, cached=True)
     seq = tokens.shape[1]
-    if offset + seq != state.key_mask.shape[1]:
+    if offset + seq + state.suffix_length != state.key_mask.shape[1]:
         raise ValueError(
-            f"suffix of {seq} tokens at offset {offset} != key mask width {state.key_mask.shape[1]}"
+            f"{seq} tokens at offset {offset} + {state.suffix_length} cached suffix positions != key mask "
+            f"width {state.key_mask.shape[1]}"
         )
     with _cached_attention(gpt, state):
         return run_stage(gpt, tokens, state.key_mask, offset, logits_range)
