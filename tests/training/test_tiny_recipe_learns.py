@@ -1,7 +1,8 @@
 """The README's main job learns: a short version of examples/bgpo_tiny_cpu.sh at two seeds.
 
 Each seed runs the whole script (puzzles, tokenizer, init, SFT, BGPO: everything random follows the
-seed). The SFT model must leave chance (0.25 per empty cell) and BGPO must raise the policy's held-out
+seed). The SFT model must leave chance (0.25 per empty cell; how far it gets depends on the machine's
+numerics, docs/training.md) and BGPO must raise the policy's held-out
 reward over the frozen control, which is the same evaluation (same puzzles, same sampler noise) of the
 SFT model before the first BGPO step. The gain is the paired per-puzzle difference and its standard
 error comes from the per-puzzle rewards in ``eval_rewards.jsonl``, so the threshold is a statement
@@ -49,7 +50,10 @@ def test_tiny_recipe_beats_its_frozen_control_at_two_seeds(tmp_path: Path) -> No
         f"seed {s}: SFT {r[0]:.3f}, gain {r[1]:+.3f} +- {r[2]:.3f}" for s, r in results.items()
     )
     for sft_reward, gain, _ in results.values():
-        assert sft_reward > 0.4, report  # chance is 0.25 per empty cell
+        # SFT must leave chance (0.25 per empty cell; a broken SFT stays there): 0.3 is ~4 standard errors
+        # of a 256-puzzle mean above it. How far SFT gets is bimodal and machine-dependent (0.37-0.85 at
+        # these seeds, docs/training.md); BGPO must gain from either mode.
+        assert sft_reward > 0.3, report
         assert gain > 0, report
     # Both seeds together: the pooled gain must clear 2 pooled standard errors.
     gains, ses = [r[1] for r in results.values()], [r[2] for r in results.values()]
