@@ -313,10 +313,12 @@ def checkpoint_layout(folder: Path) -> str:
     return detect_layout(dist_checkpointing.load_tensors_metadata(str(folder)))
 
 
-def sharded_state_for(state: dict, folder: Path, n_layers: int) -> dict:
-    """``state`` (model and optimizer sharded tensors of the HybridModel build) keyed as ``folder``
-    stores them: rewritten to the GPT layout for a checkpoint of the earlier GPTModel build."""
-    return to_gpt_layout(state, n_layers) if checkpoint_layout(folder) == GPT else state
+def sharded_state_for(state: dict, folder: Path, model_chunks: Sequence[torch.nn.Module]) -> dict:
+    """``state`` (model and optimizer sharded tensors of the HybridModel ``model_chunks``) keyed as
+    ``folder`` stores them: rewritten to the GPT layout for a checkpoint of the earlier GPTModel build."""
+    if checkpoint_layout(folder) != GPT:
+        return state
+    return to_gpt_layout(state, model_chunks[0].config.num_layers // 2)  # two sublayers per LLaDA block
 
 
 def _is_extra_state(key: str) -> bool:
@@ -348,7 +350,7 @@ def load_model_checkpoint(
     """
     _, folder, iteration = resolve_checkpoint(ckpt_dir)
     verify_checkpoint(folder)
-    state = sharded_state_for(model_sharded_state_dict(model_chunks), folder, _num_blocks(model_chunks))
+    state = sharded_state_for(model_sharded_state_dict(model_chunks), folder, model_chunks)
     _check_shapes(state, folder)
     # "unexpected" in megatron-core's terms: requested by the model but absent from the checkpoint.
     loaded, _, unexpected = dist_checkpointing.load(
@@ -359,11 +361,6 @@ def load_model_checkpoint(
         raise CheckpointError(f"{folder}: weights missing from the checkpoint: {missing_weights[:6]}")
     load_into_chunks(model_chunks, loaded, folder, strict)
     return iteration or 0
-
-
-def _num_blocks(model_chunks: Sequence[torch.nn.Module]) -> int:
-    """LLaDA blocks of the whole model (the HybridModel's config counts two sublayers per block)."""
-    return model_chunks[0].config.num_layers // 2
 
 
 def load_into_chunks(

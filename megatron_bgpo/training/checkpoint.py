@@ -324,8 +324,7 @@ def load(args: CheckpointArgs, model, optimizer, scheduler, folder: Path | None 
     _check_same_optimizer(folder, common, optimizer)
     same_world = common.get("world_size") == dist.get_world_size()
     state = _state(model, optimizer, scheduler, 0, is_loading=True, with_rng=same_world)
-    n_blocks = _unwrap(model)[0].config.num_layers // 2
-    loaded = dist_checkpointing.load(sharded_state_for(state, folder, n_blocks), str(folder))
+    loaded = dist_checkpointing.load(sharded_state_for(state, folder, _unwrap(model)), str(folder))
     load_into_chunks(_unwrap(model), loaded, folder)
     optimizer.load_state_dict(loaded["optimizer"])
     scheduler.load_state_dict(loaded["opt_param_scheduler"])

@@ -78,15 +78,20 @@ def build_llada_model(
     return model
 
 
-def key_padding_mask(attention_mask: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
-    """Megatron attention mask [B, 1, 1, T] (True = masked-out key) from [B, T] (True = real token)."""
+def real_tokens(attention_mask: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool, True = real token (all True without a mask); checks the mask's shape."""
     if attention_mask is None:
-        return torch.zeros(tokens.shape[0], 1, 1, tokens.shape[1], dtype=torch.bool, device=tokens.device)
+        return torch.ones(tokens.shape, dtype=torch.bool, device=tokens.device)
     if attention_mask.shape != tokens.shape:
         raise ValueError(
             f"attention_mask shape {tuple(attention_mask.shape)} != tokens {tuple(tokens.shape)}"
         )
-    return ~attention_mask.bool()[:, None, None, :]
+    return attention_mask.bool()
+
+
+def key_padding_mask(attention_mask: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+    """Megatron attention mask [B, 1, 1, T] (True = masked-out key) from [B, T] (True = real token)."""
+    return ~real_tokens(attention_mask, tokens)[:, None, None, :]
 
 
 def llada_forward(
@@ -104,12 +109,11 @@ def llada_forward(
     (the decoder still runs on all T positions).
     """
     positions = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand_as(tokens)
-    mask = key_padding_mask(attention_mask, tokens)
     if logits_range is None:
-        return model(tokens, positions, mask)
+        return model(tokens, positions, key_padding_mask(attention_mask, tokens))
     inner = unwrap_model(model)
     check_supported(inner, cached=False)
-    return run_stage(inner, tokens, mask[:, 0, 0, :].logical_not(), 0, logits_range)
+    return run_stage(inner, tokens, real_tokens(attention_mask, tokens), 0, logits_range)
 
 
 def llada_selected_logprobs(
@@ -129,8 +133,7 @@ def llada_selected_logprobs(
     """
     inner = unwrap_model(model)
     check_supported(inner, cached=False)
-    real = key_padding_mask(attention_mask, tokens)[:, 0, 0, :].logical_not()
-    hidden = run_stage(inner, tokens, real, project=False)
+    hidden = run_stage(inner, tokens, real_tokens(attention_mask, tokens), project=False)
     if not inner.post_process:
         return hidden
     weight = inner.shared_embedding_or_output_weight() if inner.share_embeddings_and_output_weights else None
