@@ -7,7 +7,7 @@
 # Rows (each with its own time limit; a failing row does not stop the others):
 #   1. TE layer spec vs local spec vs reference: logits + gradients fp32, logits bf16, under the
 #      cuDNN fused attention backend and the flash-attention backend (tests/models/test_te_parity.py;
-#      the inputs include a left-padded row, the case TE's padding mask may mishandle);
+#      the inputs include a left-padded row: the kernel sees it right-padded, models/llada/padding.py);
 #   2. GPU-marked tests of the suite (pytest -m gpu), then the whole RL loop on the GPU: 2 BGPO steps of
 #      the tiny Sudoku recipe in bf16 with megatron's distributed optimizer, saved as a checkpoint;
 #   3. memory of one BGPO / VRPO-OL update vs n_t at LLaDA-8B width, 4 layers, bf16 (the paper's Fig. 1),

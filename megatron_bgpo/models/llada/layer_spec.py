@@ -2,8 +2,10 @@
 
 LLaDA is a masked-diffusion model: no causal mask. Attention uses `AttnMaskType.padding` so a
 key-padding mask (left-padded prompts of different lengths) can be passed; with an all-False mask
-it is plain full bidirectional attention. Transformer Engine layers are used when TE is importable
-and CUDA is present; otherwise megatron-core's local (pure PyTorch) layers.
+it is plain full bidirectional attention. The core-attention kernel (TE or local) is wrapped by
+`padding.right_padded`, so it only ever sees right-padded rows (what TE's fused attention assumes).
+Transformer Engine layers are used when TE is importable and CUDA is present; otherwise
+megatron-core's local (pure PyTorch) layers.
 
 The model is a megatron-core `HybridModel` with the pattern ``"*-" * n_layers``: one LLaDA block is an
 attention layer (``*``: input RMSNorm, attention, residual) followed by an MLP layer (``-``: pre-MLP
@@ -23,6 +25,7 @@ from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.spec_utils import ModuleSpec, build_module
 from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
 
+from megatron_bgpo.models.llada.padding import right_padded
 from megatron_bgpo.parallel import cpu_compat
 
 
@@ -57,7 +60,9 @@ def llada_layer_spec(use_te: bool | None = None) -> ModuleSpec:
         spec = get_gpt_layer_with_transformer_engine_spec()
     else:
         spec = get_gpt_layer_local_spec(normalization="RMSNorm")
-    spec.submodules.self_attention.params["attn_mask_type"] = AttnMaskType.padding
+    attention = spec.submodules.self_attention
+    attention.params["attn_mask_type"] = AttnMaskType.padding
+    attention.submodules.core_attention = right_padded(attention.submodules.core_attention)
     return spec
 
 
