@@ -63,4 +63,7 @@ def test_recompute_and_logprob_chunks_leave_gradients_unchanged() -> None:
     assert max(float(g.abs().max()) for g in plain) > 0
     for name, got in grads.items():
         for a, b in zip(got, plain, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=lambda m, n=name: f"{n}: {m}")
+            # fp32 sums in another order: errors scale with the tensor's largest entry, not each element's
+            scale = float(b.abs().max())
+            err = float((a - b).abs().max())
+            assert err <= 1e-5 * scale, f"{name}: max |diff| {err:.3g} > 1e-5 x max |grad| {scale:.3g}"
