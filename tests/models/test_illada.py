@@ -8,9 +8,18 @@ import torch
 
 from megatron_bgpo.models.llada import get_preset
 from tests.distributed import run_distributed
+from tests.models.rank_setup import setup_rank
 from tests.models.test_llada_parallel import _layout_rank
 from tests.models.test_megatron_sampler import _generate_rank
-from tests.rl.test_update_layouts import _logical_grads, _oracle_grads, _rel, _update_rank
+from tests.rl.test_update_layouts import (
+    _logical_grads,
+    _objective_cfg,
+    _oracle_grads,
+    _packing,
+    _rel,
+    _rollout,
+    _update_rank,
+)
 
 PRESET = "illada-tiny"
 TIED = ("embedding.word_embeddings.weight", None), ("output_layer.weight", None)
@@ -71,3 +80,48 @@ def test_tied_embedding_under_pp(single: dict, tp: int, pp: int, world: int) -> 
     assert _rel(embedding, single["grads"][TIED[0]]) < 1e-6
     assert set(grads) | {TIED[0]} == set(single["grads"])
     assert max(_rel(grads[k], single["grads"][k]) for k in grads) < 1e-6
+
+
+def _step_rank(rank: int, world: int, pp: int) -> dict:
+    """One BGPO update + megatron Adam step (grad clipping on) with tied embeddings; the weights after."""
+    from megatron_bgpo.parallel.ddp import wrap_ddp, zero_grads
+    from megatron_bgpo.rl.microbatches import build_microbatches
+    from megatron_bgpo.rl.objectives import get_objective
+    from megatron_bgpo.rl.update import policy_update
+    from megatron_bgpo.training.config import OptimArgs
+    from megatron_bgpo.training.optimizer import build_optimizer
+
+    s = setup_rank(1, pp, preset=PRESET)
+    model = wrap_ddp(s.chunks)
+    optimizer, _ = build_optimizer(OptimArgs(lr=1e-2, clip_grad=0.05), model, torch.float32, train_steps=1)
+    objective = get_objective("bgpo")
+    microbatches = build_microbatches(_rollout(PRESET), objective, _packing(3, preset=PRESET))
+    zero_grads(model, optimizer)
+    before = {n: p.detach().clone() for n, p in s.chunks[0].named_parameters()}
+    policy_update(model, microbatches, objective, _objective_cfg("bgpo"), s.tp_group)
+    ok, grad_norm, _ = optimizer.step()
+    params = dict(s.chunks[0].named_parameters())
+    names = [n for n in TIED_NAMES if n in params]
+    return {
+        "ok": ok,
+        "grad_norm": float(grad_norm),
+        "after": {n: params[n].detach().clone() for n in names},
+        "moved": {n: (params[n] - before[n]).abs().max().item() for n in names},
+    }
+
+
+TIED_NAMES = ("embedding.word_embeddings.weight", "output_layer.weight")
+
+
+def test_tied_copies_equal_after_optimizer_step() -> None:
+    """After a clipped Adam step the PP2 stages' two copies are still bit-identical and equal the
+    single-process weight (fp32 tolerance); the clipping norm counts the shared weight once."""
+    (one,) = run_distributed(_step_rank, 1, 1)
+    first, last = run_distributed(_step_rank, 2, 2)
+    assert one["ok"] and first["ok"] and last["ok"]
+    assert first["grad_norm"] == pytest.approx(one["grad_norm"], rel=1e-6)
+    assert one["grad_norm"] > 0.05  # clipping is active, so a double-counted norm would change the step
+    embedding, output = first["after"][TIED_NAMES[0]], last["after"][TIED_NAMES[1]]
+    assert first["moved"][TIED_NAMES[0]] > 1e-4
+    assert torch.equal(embedding, output)
+    assert _rel(embedding, one["after"][TIED_NAMES[0]]) < 1e-6
