@@ -32,8 +32,7 @@ from safetensors import safe_open
 from megatron_bgpo.checkpointing.mappings import (
     architecture_of,
     known_architectures,
-    parse_hf_config,
-    special_token_ids,
+    parse_config_in,
 )
 from megatron_bgpo.checkpointing.mappings.base import Reader, hf_shapes
 from megatron_bgpo.checkpointing.mappings.llada import TYPE_ORDER  # noqa: F401  (re-exported)
@@ -108,7 +107,7 @@ def config_from_file(path: Path, missing: str) -> LLaDAConfig:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: malformed JSON ({exc})") from exc
     try:
-        return parse_hf_config(data, special_token_ids(path.parent), str(path))
+        return parse_config_in(data, path.parent, str(path))
     except ValueError as exc:
         raise CheckpointError(str(exc)) from exc
 

@@ -33,6 +33,8 @@ class Architecture:
     tensors(cfg): its TensorMappings (before dropping a tied output layer). hf_shapes(cfg): full HF name ->
     shape. type_order: HF names without prefix (``{i}`` = block) in the order shards are written.
     embedding / output: HF names (without prefix) of the embedding and of the untied output layer.
+    special_tokens: token strings whose ids ``parse_config`` may take from the tokenizer files (read only
+    when non-empty).
     """
 
     name: str
@@ -46,6 +48,7 @@ class Architecture:
     type_order: tuple[str, ...]
     embedding: str
     output: str
+    special_tokens: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return (
@@ -136,6 +139,13 @@ def parse_hf_config(
     return architecture_for(hf_config, source).parse_config(hf_config, tokens or {}, source)
 
 
+def parse_config_in(hf_config: dict[str, Any], folder: str | Path, source: str = "config") -> LLaDAConfig:
+    """`parse_hf_config` with the special tokens its architecture needs read from ``folder``'s tokenizer."""
+    arch = architecture_for(hf_config, source)
+    tokens = special_token_ids(folder) if arch.special_tokens else {}
+    return arch.parse_config(hf_config, tokens, source)
+
+
 def hf_config_of(cfg: LLaDAConfig) -> dict[str, Any]:
     """The HF ``config.json`` content of ``cfg`` in its architecture's own format."""
     return architecture_of(cfg).to_hf_config(cfg)
@@ -153,7 +163,7 @@ def load_config(path: str | Path) -> LLaDAConfig:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: malformed JSON ({exc})") from exc
-    return parse_hf_config(data, special_token_ids(path.parent), str(path))
+    return parse_config_in(data, path.parent, str(path))
 
 
 # The entries (one import each; the order only matters for the error message).

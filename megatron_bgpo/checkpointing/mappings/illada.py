@@ -193,5 +193,6 @@ ILLADA = register(
         type_order=TYPE_ORDER,
         embedding="model.embed_tokens.weight",
         output="lm_head.weight",
+        special_tokens=(MASK_TOKEN,),
     )
 )
