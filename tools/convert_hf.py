@@ -1,4 +1,5 @@
-"""Convert LLaDA checkpoints between the HF layout and Megatron ``torch_dist`` checkpoints.
+"""Convert LLaDA-family checkpoints (LLaDA-8B, LLaDA-1.5, iLLaDA; docs/models.md) between the HF layout and
+Megatron ``torch_dist`` checkpoints.
 
     # HF -> Megatron at TP=2, PP=2 (one process per TP x PP rank; each reads only its slices)
     torchrun --nproc-per-node 4 tools/convert_hf.py import \\
@@ -22,7 +23,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="HF folder -> Megatron torch_dist checkpoint (run under torchrun)")
-    imp.add_argument("--hf-dir", required=True, help="HF LLaDA folder (config.json, safetensors + index)")
+    imp.add_argument(
+        "--hf-dir",
+        required=True,
+        help="HF folder of a supported architecture (config.json, safetensors + index)",
+    )
     imp.add_argument("--out", required=True, help="Megatron checkpoint folder to create")
     imp.add_argument(
         "--tp", "--tensor-model-parallel-size", dest="tp", type=int, default=1, help="world size = tp * pp"

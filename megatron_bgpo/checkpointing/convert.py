@@ -15,6 +15,7 @@ renamed into place at the end and removed on failure (and on the next run, shoul
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -37,12 +38,13 @@ from megatron_bgpo.checkpointing.hf_io import (
     read_hf_config,
     write_hf_weights,
 )
-from megatron_bgpo.checkpointing.llada_mapping import (
-    HF_PREFIX,
+from megatron_bgpo.checkpointing.mappings import architecture_of, hf_config_of, parse_hf_config
+from megatron_bgpo.checkpointing.mappings.base import (
     hf_sources,
     iter_stage_tensors,
     load_hf_into_model,
     read_local,
+    stage_mappings,
     to_hf,
 )
 from megatron_bgpo.checkpointing.megatron_io import (
@@ -158,12 +160,31 @@ def check_tokenizer(hf_dir: Path, cfg: LLaDAConfig) -> None:
     """When the folder has a tokenizer vocabulary, the model must embed every one of its ids."""
     if not ((hf_dir / "tokenizer.json").is_file() or any(hf_dir.glob("*.model"))):
         return
+    if cfg.family != "llada":  # the tokenizer package knows LLaDA's special tokens only: check the ids
+        _check_token_ids(hf_dir, cfg)
+        return
     from megatron_bgpo.tokenizer import load_tokenizer
 
     try:
         load_tokenizer(hf_dir).check_model_vocab(cfg.embedding_size)
     except ValueError as exc:
         raise CheckpointError(f"vocab mismatch between tokenizer and model in {hf_dir}: {exc}") from exc
+
+
+def _check_token_ids(hf_dir: Path, cfg: LLaDAConfig) -> None:
+    """Every id of ``tokenizer.json`` (vocabulary and added tokens) is an embedding row of ``cfg``."""
+    path = hf_dir / "tokenizer.json"
+    if not path.is_file():
+        return
+    data = json.loads(path.read_text(encoding="utf-8"))
+    vocab = (data.get("model") or {}).get("vocab") or {}
+    ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab)))
+    ids += [t["id"] for t in data.get("added_tokens") or []]
+    if ids and max(ids) >= cfg.embedding_size:
+        raise CheckpointError(
+            f"vocab mismatch between tokenizer and model in {hf_dir}: the tokenizer uses id {max(ids)}, "
+            f"the model embeds {cfg.embedding_size} ids"
+        )
 
 
 # -------------------------------------------------------------------------------------------- import
@@ -226,7 +247,7 @@ def import_hf(
         chunks = build_model_chunks(
             cfg, parallel, pgs, params_dtype=params_dtype, perform_initialization=False
         )
-        count = sum(load_hf_into_model(c, cfg, hf.reader(), groups.tp_rank, tp) for c in chunks)
+        count = sum(load_hf_into_model(c, cfg, hf.reader(cfg), groups.tp_rank, tp) for c in chunks)
         save_model_checkpoint(chunks, staging, config=cfg)
         if _rank() == 0:
             tokenizer_files, other_files = split_side_files(hf_dir)
@@ -284,8 +305,8 @@ def verify_import(
     checked, mismatched = 0, []
     for chunk in chunks:
         params = dict(chunk.named_parameters())
-        for name, m, layer in iter_stage_tensors(chunk):
-            expected = read_local(m, cfg, layer, hf.reader(), tp_rank, tp).to(params[name].dtype)
+        for name, m, layer in iter_stage_tensors(chunk, stage_mappings(cfg)):
+            expected = read_local(m, cfg, layer, hf.reader(cfg), tp_rank, tp).to(params[name].dtype)
             checked += 1
             if not torch.equal(params[name], expected):
                 mismatched.append(name)
@@ -376,17 +397,19 @@ def export_hf(
     cfg, out_dtype = reader.cfg, dtype or reader.dtype
     staging = prepare_output(out_dir, overwrite, expected_bytes(cfg, out_dtype))
     try:
-        sources = hf_sources(cfg)
+        sources, prefix = hf_sources(cfg), architecture_of(cfg).hf_prefix
 
         def produce(name: str) -> torch.Tensor:
             m, layer = sources[name]
-            return to_hf(m, cfg, layer, reader.read(m, layer))[name.removeprefix(HF_PREFIX)]
+            return to_hf(m, cfg, layer, reader.read(m, layer))[name.removeprefix(prefix)]
 
         index = write_hf_weights(staging, cfg, produce, out_dtype, shard_size)
-        config = cfg.to_dict()
-        config.setdefault("auto_map", LLADA_AUTO_MAP)
+        config = hf_config_of(cfg)
+        if cfg.family == "llada":
+            config.setdefault("auto_map", LLADA_AUTO_MAP)
         config["torch_dtype"] = str(out_dtype).removeprefix("torch.")
-        LLaDAConfig.from_dict(config).to_json(staging / CONFIG_FILE)
+        parse_hf_config(config, source=str(staging / CONFIG_FILE))  # what we write must parse again
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         for sub in (TOKENIZER_SUBDIR, HF_FILES_SUBDIR):
             if (reader.root / sub).is_dir():
                 copy_tree_files(reader.root / sub, staging)

@@ -29,9 +29,14 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from megatron_bgpo.checkpointing.llada_mapping import HF_PREFIX, Reader
+from megatron_bgpo.checkpointing.mappings import (
+    architecture_of,
+    known_architectures,
+    parse_config_in,
+)
+from megatron_bgpo.checkpointing.mappings.base import Reader, hf_shapes
+from megatron_bgpo.checkpointing.mappings.llada import TYPE_ORDER  # noqa: F401  (re-exported)
 from megatron_bgpo.models.llada.config import LLaDAConfig
-from megatron_bgpo.models.llada.reference import hf_tensor_shapes
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -59,23 +64,6 @@ DTYPE_NAMES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
     "float32": torch.float32,
 }
-
-# Tensor types in the order of the released LLaDA-8B shards (spec §1.2: attn_out + wte + ln_f in
-# shard 1, block ff_out next, then norms, q, k, v, ff_proj, up_proj; the head closes the last shard).
-TYPE_ORDER = (
-    "blocks.{i}.attn_out.weight",
-    "wte.weight",
-    "ln_f.weight",
-    "blocks.{i}.ff_out.weight",
-    "blocks.{i}.attn_norm.weight",
-    "blocks.{i}.ff_norm.weight",
-    "blocks.{i}.q_proj.weight",
-    "blocks.{i}.k_proj.weight",
-    "blocks.{i}.v_proj.weight",
-    "blocks.{i}.ff_proj.weight",
-    "blocks.{i}.up_proj.weight",
-    "ff_out.weight",
-)
 
 
 class CheckpointError(ValueError):
@@ -110,11 +98,16 @@ def read_hf_config(hf_dir: str | os.PathLike) -> LLaDAConfig:
 
 
 def config_from_file(path: Path, missing: str) -> LLaDAConfig:
-    """`LLaDAConfig.from_json(path)`; a missing file raises CheckpointError(``missing``)."""
+    """The `LLaDAConfig` of ``path`` through the architecture registry (special tokens the config does
+    not state from the tokenizer files beside it); a missing file raises CheckpointError(``missing``)."""
     if not path.is_file():
         raise CheckpointError(missing)
     try:
-        return LLaDAConfig.from_json(path)
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: malformed JSON ({exc})") from exc
+    try:
+        return parse_config_in(data, path.parent, str(path))
     except ValueError as exc:
         raise CheckpointError(str(exc)) from exc
 
@@ -197,13 +190,15 @@ class HFCheckpoint:
 
     @property
     def dtype(self) -> torch.dtype:
-        """The dtype of the weights (the embedding's; LLaDA checkpoints use one dtype throughout)."""
-        wte = self.tensors.get(HF_PREFIX + "wte.weight")
-        return (wte or next(iter(self.tensors.values()))).dtype
+        """The dtype of the weights (the embedding's; the checkpoints use one dtype throughout)."""
+        for arch in known_architectures():
+            if arch.hf_prefix + arch.embedding in self.tensors:
+                return self.tensors[arch.hf_prefix + arch.embedding].dtype
+        return next(iter(self.tensors.values())).dtype
 
     def check(self, cfg: LLaDAConfig) -> None:
         """Raise `CheckpointError` unless the tensors are exactly those of ``cfg`` with its shapes."""
-        expected = hf_tensor_shapes(cfg)
+        expected, arch = hf_shapes(cfg), architecture_of(cfg)
         missing = [n for n in expected if n not in self.tensors]
         if missing:
             raise CheckpointError(
@@ -213,10 +208,12 @@ class HFCheckpoint:
         unexpected = sorted(set(self.tensors) - set(expected))
         if unexpected:
             raise CheckpointError(
-                f"{self.dir}: unexpected tensors {unexpected[:4]} (not a LLaDA llama-block checkpoint, "
-                f"or config.json has fewer layers than the weights)"
+                f"{self.dir}: unexpected tensors {unexpected[:4]} (not a {arch.name} llama-block checkpoint, "
+                f"or config.json has fewer layers than the weights"
+                + (", or a tied output layer stored as well" if cfg.weight_tying else "")
+                + ")"
             )
-        for name in (HF_PREFIX + "wte.weight", HF_PREFIX + "ff_out.weight"):
+        for name in (arch.hf_prefix + arch.embedding, arch.hf_prefix + arch.output):
             if name in expected and self.tensors[name].shape[0] != cfg.embedding_size:
                 raise CheckpointError(
                     f"vocab mismatch: {name} has {self.tensors[name].shape[0]} rows but config.json says "
@@ -243,9 +240,10 @@ class HFCheckpoint:
             index = tuple(slice(start, stop) if d == dim else slice(None) for d in range(dim + 1))
             return handle.get_slice(name)[index]
 
-    def reader(self) -> Reader:
-        """A `llada_mapping.Reader` (names without the ``model.transformer.`` prefix)."""
-        return lambda name, dim, start, stop: self.read(HF_PREFIX + name, dim, start, stop)
+    def reader(self, cfg: LLaDAConfig | None = None) -> Reader:
+        """A mapping `Reader` (names without the ``hf_prefix`` of ``cfg``'s architecture, LLaDA's default)."""
+        prefix = architecture_of(cfg).hf_prefix if cfg is not None else "model.transformer."
+        return lambda name, dim, start, stop: self.read(prefix + name, dim, start, stop)
 
     def close(self) -> None:
         """Nothing stays open between reads; kept so callers can release the reader explicitly."""
@@ -255,13 +253,14 @@ class HFCheckpoint:
 
 
 def type_ordered_names(cfg: LLaDAConfig) -> list[str]:
-    """Every HF tensor name of ``cfg`` in the real checkpoint's by-type order."""
-    shapes = hf_tensor_shapes(cfg)
+    """Every HF tensor name of ``cfg`` in its architecture's shard order (LLaDA: the released by-type
+    order)."""
+    shapes, arch = hf_shapes(cfg), architecture_of(cfg)
     names: list[str] = []
-    for pattern in TYPE_ORDER:
+    for pattern in arch.type_order:
         layers = range(cfg.n_layers) if "{i}" in pattern else [None]
-        names += [n for n in (HF_PREFIX + pattern.format(i=i) for i in layers) if n in shapes]
-    assert sorted(names) == sorted(shapes), "TYPE_ORDER does not cover every LLaDA tensor"
+        names += [n for n in (arch.hf_prefix + pattern.format(i=i) for i in layers) if n in shapes]
+    assert sorted(names) == sorted(shapes), f"type_order of {arch.name} does not cover every tensor"
     return names
 
 
@@ -330,7 +329,7 @@ def write_hf_weights(
     """Write the weights of ``cfg`` as by-type safetensors shards + index into ``out_dir``; return it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    shapes = hf_tensor_shapes(cfg)
+    shapes = hf_shapes(cfg)
     itemsize = torch.empty((), dtype=dtype).element_size()
     names = type_ordered_names(cfg)
     shards = plan_shards(((n, math.prod(shapes[n]) * itemsize) for n in names), parse_size(shard_size))

@@ -6,7 +6,7 @@ On-disk layout (Megatron-LM conventions)::
     <ckpt>/release/ or <ckpt>/iter_0000100/     megatron.core.dist_checkpointing (torch_dist) folder:
                                                  .metadata, __<rank>_<n>.distcp, metadata.json, and
                                                  manifest.json (size + crc32 of every file, written last)
-    <ckpt>/config.json                          the LLaDA HF config (architecture; auto_map kept)
+    <ckpt>/config.json                          the HF config in its family's format (registry; auto_map kept)
     <ckpt>/tokenizer/                           tokenizer files (`load_tokenizer(<ckpt>)` finds them)
     <ckpt>/hf_files/                            other files of the source HF folder (generation config,
                                                  modeling code), copied back on export
@@ -43,7 +43,7 @@ from megatron.core.dist_checkpointing.validation import StrictHandling
 
 from megatron_bgpo.checkpointing.hf_io import CheckpointError, config_from_file
 from megatron_bgpo.checkpointing.layout import GPT, detect_layout, to_gpt_layout
-from megatron_bgpo.checkpointing.llada_mapping import TensorMapping, logical_shape, model_mappings
+from megatron_bgpo.checkpointing.mappings.base import TensorMapping, logical_shape, model_mappings
 from megatron_bgpo.models.llada.config import LLaDAConfig
 from megatron_bgpo.tokenizer.loader import CHECKPOINT_SUBDIR
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from megatron_bgpo.checkpointing.hf_io import LLADA_AUTO_MAP, write_hf_weights
+from megatron_bgpo.checkpointing.mappings.base import hf_shapes
 from megatron_bgpo.models.llada.config import LLaDAConfig
-from megatron_bgpo.models.llada.reference import hf_tensor_shapes
 
 # Non-weight files of a released LLaDA folder, with placeholder content.
 SIDE_FILES = {
@@ -41,7 +41,7 @@ def random_weights(
     cfg: LLaDAConfig, seed: int = 0, dtype: torch.dtype = torch.float32
 ) -> dict[str, torch.Tensor]:
     """All tensors `write_random_hf_checkpoint` writes, in memory (tiny configs only)."""
-    return {n: random_tensor(n, s, seed, dtype) for n, s in hf_tensor_shapes(cfg).items()}
+    return {n: random_tensor(n, s, seed, dtype) for n, s in hf_shapes(cfg).items()}
 
 
 def write_random_hf_checkpoint(
@@ -52,14 +52,13 @@ def write_random_hf_checkpoint(
     shard_size: int | str = "5GB",
     side_files: bool = True,
 ) -> Path:
-    """Write a random LLaDA checkpoint of ``cfg`` in the HF layout into ``out_dir``; return it."""
+    """Write a random checkpoint of ``cfg`` in its architecture's HF layout into ``out_dir``; return it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = cfg.replace(
-        extra={"auto_map": LLADA_AUTO_MAP, "torch_dtype": str(dtype).removeprefix("torch."), **cfg.extra}
-    )
+    auto_map = {"auto_map": LLADA_AUTO_MAP} if cfg.family == "llada" else {}
+    config = cfg.replace(extra={**auto_map, "torch_dtype": str(dtype).removeprefix("torch."), **cfg.extra})
     config.to_json(out / "config.json")
-    shapes = hf_tensor_shapes(cfg)
+    shapes = hf_shapes(cfg)
     write_hf_weights(out, cfg, lambda name: random_tensor(name, shapes[name], seed, dtype), dtype, shard_size)
     if side_files:
         for name, text in SIDE_FILES.items():

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from megatron_bgpo.checkpointing.llada_mapping import dict_reader, load_hf_into_model
+from megatron_bgpo.checkpointing.mappings.base import dict_reader, hf_prefix, load_hf_into_model
 from megatron_bgpo.models.llada import LLaDAConfig, build_model_chunks, get_preset
 from megatron_bgpo.models.llada.reference import random_hf_weights
 from megatron_bgpo.parallel import ParallelConfig, init_distributed, parallel_groups, set_seed
@@ -44,7 +44,7 @@ def setup_rank(
     chunks = build_model_chunks(cfg, parallel, pgs, **overrides)
     weights = random_hf_weights(cfg, seed=seed)
     for chunk in chunks:
-        load_hf_into_model(chunk, cfg, dict_reader(weights), groups.tp_rank, tp)
+        load_hf_into_model(chunk, cfg, dict_reader(weights, hf_prefix(cfg)), groups.tp_rank, tp)
     return RankSetup(
         cfg=cfg,
         chunks=chunks,

@@ -26,10 +26,12 @@ def _sampler_cfg(s, temperature: float) -> SamplerConfig:
     )
 
 
-def _generate_rank(rank: int, world: int, tp: int, pp: int, temperature: float) -> dict:
-    s = setup_rank(tp, pp, preset="tiny")
+def _generate_rank(
+    rank: int, world: int, tp: int, pp: int, temperature: float, preset: str = "tiny", prompts=PROMPTS
+) -> dict:
+    s = setup_rank(tp, pp, preset=preset)
     denoiser = MegatronDenoiser(s.chunks, s.cfg)
-    prompts = Prompts.from_lists(PROMPTS, pad_id=s.cfg.pad_token_id).repeat_interleave(2)
+    prompts = Prompts.from_lists(prompts, pad_id=s.cfg.pad_token_id).repeat_interleave(2)
     out = generate(
         denoiser,
         prompts,

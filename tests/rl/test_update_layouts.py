@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from megatron_bgpo.checkpointing.llada_mapping import MAPPINGS, dict_reader, iter_stage_tensors, read_local
+from megatron_bgpo.checkpointing.llada_mapping import MAPPINGS
+from megatron_bgpo.checkpointing.mappings.base import (
+    dict_reader,
+    hf_prefix,
+    iter_stage_tensors,
+    model_mappings,
+    read_local,
+    stage_mappings,
+)
 from megatron_bgpo.diffusion.masking import MaskingSpec
 from megatron_bgpo.models.llada import get_preset
 from megatron_bgpo.models.llada.reference import random_hf_weights, reference_forward
@@ -22,15 +30,20 @@ from tests.models.rank_setup import setup_rank
 PRESET, N_T, PROMPT, RESP = "tiny-gqa", 4, 5, 8
 
 
-def _rollout() -> RolloutBatch:
-    cfg = get_preset(PRESET)
+def _no_mask(tokens: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """Clean tokens never equal the mask id (iLLaDA's is 5, inside the random id range)."""
+    return torch.where(tokens == mask_id, mask_id + 1, tokens)
+
+
+def _rollout(preset: str = PRESET) -> RolloutBatch:
+    cfg = get_preset(preset)
     gen = torch.Generator().manual_seed(21)
-    prompts = torch.randint(0, 200, (4, PROMPT), generator=gen)
+    prompts = _no_mask(torch.randint(0, 200, (4, PROMPT), generator=gen), cfg.mask_token_id)
     mask = torch.ones(4, PROMPT, dtype=torch.bool)
     mask[1, :2] = False
     mask[3, :1] = False
     prompts = torch.where(mask, prompts, torch.full_like(prompts, cfg.pad_token_id))
-    responses = torch.randint(0, 200, (4, RESP), generator=gen)
+    responses = _no_mask(torch.randint(0, 200, (4, RESP), generator=gen), cfg.mask_token_id)
     responses[0, 6:] = cfg.eos_token_id
     return RolloutBatch(
         prompt_ids=prompts,
@@ -42,8 +55,8 @@ def _rollout() -> RolloutBatch:
     )
 
 
-def _packing(mbs: int, ar_block: int = 1) -> PackingConfig:
-    cfg = get_preset(PRESET)
+def _packing(mbs: int, ar_block: int = 1, preset: str = PRESET) -> PackingConfig:
+    cfg = get_preset(preset)
     spec = MaskingSpec(eos_id=cfg.eos_token_id)
     return PackingConfig(N_T, mbs, spec, seed=5, mask_id=cfg.mask_token_id, ar_block_length=ar_block)
 
@@ -73,16 +86,17 @@ def _update_rank(
     objective_name: str = "bgpo",
     off_policy: bool = False,
     ar_block: int = 1,
+    preset: str = PRESET,
 ) -> dict:
-    s = setup_rank(tp, pp, preset=PRESET)
+    s = setup_rank(tp, pp, preset=preset)
     model = wrap_ddp(s.chunks)
     groups = current_groups()
     dp, dp_rank = groups.dp_size, groups.dp_rank
-    batch = _rollout()
+    batch = _rollout(preset)
     per = len(batch) // dp
     local = batch.select(torch.arange(dp_rank * per, (dp_rank + 1) * per))
     objective = get_objective(objective_name)
-    microbatches = build_microbatches(local, objective, _packing(mbs, ar_block))
+    microbatches = build_microbatches(local, objective, _packing(mbs, ar_block, preset))
     if off_policy:  # old terms from a forward-only pass; at theta = theta_old the update is on-policy
         attach_policy_terms(model, microbatches, objective, s.tp_group)
     zero_grads(model)
@@ -97,7 +111,7 @@ def _update_rank(
     grads = {}
     for chunk in s.chunks:
         params = dict(chunk.named_parameters())
-        for name, m, layer in iter_stage_tensors(chunk):
+        for name, m, layer in iter_stage_tensors(chunk, stage_mappings(s.cfg)):
             grads[(m.megatron, layer)] = params[name].main_grad.detach().clone()
     return {
         "tp_rank": s.tp_rank,
@@ -121,12 +135,12 @@ def _logical_grads(results: list[dict]) -> dict:
     return {k: _merge_tp(mapping[k[0]], [v[i] for i in sorted(v)]) for k, v in by_key.items()}
 
 
-def _oracle_grads(objective_name: str = "bgpo") -> tuple[dict, float]:
+def _oracle_grads(objective_name: str = "bgpo", preset: str = PRESET) -> tuple[dict, float]:
     """fp64 reference: the whole batch loss in one graph through the plain-PyTorch forward."""
-    cfg = get_preset(PRESET)
+    cfg = get_preset(preset)
     weights = {k: v.double().requires_grad_() for k, v in random_hf_weights(cfg, seed=3).items()}
     objective = get_objective(objective_name)
-    (mb,) = build_microbatches(_rollout(), objective, _packing(mbs=10_000))
+    (mb,) = build_microbatches(_rollout(preset), objective, _packing(mbs=10_000, preset=preset))
     logits = reference_forward(weights, cfg, mb.tokens, mb.attention_mask)
     lp = torch.log_softmax(logits, -1).gather(-1, mb.targets[..., None])[..., 0]
     if objective.likelihood == "elbo":
@@ -147,9 +161,9 @@ def _oracle_grads(objective_name: str = "bgpo") -> tuple[dict, float]:
 def hf_to_logical(cfg, hf_grads: dict[str, torch.Tensor]) -> dict:
     """HF-named gradients -> {(megatron name, layer): logical TP=1 tensor}, as _logical_grads keys them."""
     logical = {}
-    for m in MAPPINGS:
+    for m in model_mappings(cfg):
         for layer in range(cfg.n_layers) if m.per_layer else [None]:
-            logical[(m.megatron, layer)] = read_local(m, cfg, layer, dict_reader(hf_grads))
+            logical[(m.megatron, layer)] = read_local(m, cfg, layer, dict_reader(hf_grads, hf_prefix(cfg)))
     return logical
 
 

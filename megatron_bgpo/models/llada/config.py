@@ -1,8 +1,10 @@
 """`LLaDAConfig`: the HF ``config.json`` of a LLaDA checkpoint as a typed, validated dataclass.
 
-Field names are those of the HF config (spec §1.1). Only the LLaDA-8B architecture family is
-supported (llama block, RMSNorm, SwiGLU, RoPE, no biases, no ALiBi/QK-norm); anything else is
-rejected with a message naming the field, so a wrong checkpoint never loads silently.
+Field names are those of LLaDA's HF config (spec §1.1); it is the one typed architecture the model builder
+uses for every registered family (``family``: LLaDA, iLLaDA, ...; each family's config.json is parsed into it
+by its file in megatron_bgpo/checkpointing/mappings/). Only llama blocks are supported (RMSNorm, SwiGLU,
+RoPE, no biases, no ALiBi/QK-norm); anything else is rejected with a message naming the field, so a wrong
+checkpoint never loads silently.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class LLaDAConfig:
     scale_logits: bool = False
     bias_for_layer_norm: bool | None = False
     layer_norm_with_affine: bool = True
+    # The architecture family (registry name) whose config.json this came from; to_dict writes that format.
+    family: str = "llada"
     # Unknown HF fields are carried through so an exported config.json keeps them (e.g. auto_map).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -121,7 +125,7 @@ class LLaDAConfig:
         model_type = data.get("model_type", "llada")
         if model_type != "llada":
             raise ValueError(f"{source}: unknown architecture model_type={model_type!r}; expected 'llada'")
-        known = {f.name for f in fields(cls)} - {"extra"}
+        known = {f.name for f in fields(cls)} - {"extra", "family"}
         required = ("d_model", "n_layers", "n_heads", "mlp_hidden_size", "vocab_size")
         missing = [name for name in required if name not in data]
         if missing:
@@ -139,26 +143,26 @@ class LLaDAConfig:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> LLaDAConfig:
-        """Read ``config.json`` (or a folder holding one)."""
-        path = os.fspath(path)
-        if os.path.isdir(path):
-            path = os.path.join(path, "config.json")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"LLaDA config not found: {path}")
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: malformed JSON ({exc})") from exc
-        return cls.from_dict(data, source=path)
+        """Read ``config.json`` (or a folder holding one) of any registered architecture family."""
+        from megatron_bgpo.checkpointing.mappings import load_config
 
-    def to_dict(self) -> dict[str, Any]:
-        """HF ``config.json`` content (extra fields first, typed fields override)."""
+        return load_config(path)
+
+    def llada_dict(self) -> dict[str, Any]:
+        """LLaDA's HF ``config.json`` content (extra fields first, typed fields override)."""
         data = dict(self.extra)
-        data.update({k: v for k, v in asdict(self).items() if k != "extra"})
+        data.update({k: v for k, v in asdict(self).items() if k not in ("extra", "family")})
         data["model_type"] = "llada"
         data.setdefault("architectures", ["LLaDAModelLM"])
         return data
+
+    def to_dict(self) -> dict[str, Any]:
+        """HF ``config.json`` content in the format of this config's family."""
+        if self.family == "llada":
+            return self.llada_dict()
+        from megatron_bgpo.checkpointing.mappings import hf_config_of
+
+        return hf_config_of(self)
 
     def to_json(self, path: str | os.PathLike) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -197,6 +201,9 @@ PRESETS: dict[str, LLaDAConfig] = {
     ),
     "tiny": _TINY,
     "tiny-gqa": _TINY.replace(n_kv_heads=2),  # grouped-query attention (LLaDA-8B itself is MHA)
+    # Tiny iLLaDA-shaped test model: GQA, tied embeddings, iLLaDA's low mask id 5 (other ids are the tiny
+    # model's own). No full-size iLLaDA preset: its head count is not in any published file we found.
+    "illada-tiny": _TINY.replace(family="illada", n_kv_heads=2, weight_tying=True, mask_token_id=5),
 }
 
 

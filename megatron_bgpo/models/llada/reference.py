@@ -2,7 +2,13 @@
 
 Written from the HF modeling code's description (spec §1.3), sharing nothing with the Megatron
 path: separate q/k/v, ``ff_proj`` = gate, ``up_proj`` = up, ``ff_out`` = down per block, untied
-``ff_out`` head, RMSNorm in fp32, rotate-half RoPE in fp32, full bidirectional SDPA.
+``ff_out`` head (or the embedding when tied), GQA by repeating each KV head over its query group,
+RMSNorm in fp32, rotate-half RoPE in fp32, full bidirectional SDPA.
+
+iLLaDA's published modeling_illada.py (docs/models.md) computes the same equations (RMSNorm: fp32
+normalise, cast, times weight; rotate-half RoPE with head_dim = hidden / heads; ``repeat_kv`` GQA;
+``down(silu(gate) * up)``; no causal mask; ``lm_head`` tied to ``embed_tokens``) under HF-llama names:
+`ILLADA_NAMES` renames them here, written from that file and independent of the converter's tables.
 """
 
 from __future__ import annotations
@@ -15,6 +21,39 @@ import torch.nn.functional as F
 from megatron_bgpo.models.llada.config import LLaDAConfig
 
 PREFIX = "model.transformer."
+
+# iLLaDA HF name -> the LLaDA name (without PREFIX) of the same weight in the equations below.
+ILLADA_NAMES = {
+    "model.embed_tokens.weight": "wte.weight",
+    "model.layers.{i}.input_layernorm.weight": "blocks.{i}.attn_norm.weight",
+    "model.layers.{i}.self_attn.q_proj.weight": "blocks.{i}.q_proj.weight",
+    "model.layers.{i}.self_attn.k_proj.weight": "blocks.{i}.k_proj.weight",
+    "model.layers.{i}.self_attn.v_proj.weight": "blocks.{i}.v_proj.weight",
+    "model.layers.{i}.self_attn.o_proj.weight": "blocks.{i}.attn_out.weight",
+    "model.layers.{i}.post_attention_layernorm.weight": "blocks.{i}.ff_norm.weight",
+    "model.layers.{i}.mlp.gate_proj.weight": "blocks.{i}.ff_proj.weight",
+    "model.layers.{i}.mlp.up_proj.weight": "blocks.{i}.up_proj.weight",
+    "model.layers.{i}.mlp.down_proj.weight": "blocks.{i}.ff_out.weight",
+    "model.norm.weight": "ln_f.weight",
+    "lm_head.weight": "ff_out.weight",
+}
+
+
+def _llada_named(weights: dict[str, torch.Tensor], cfg: LLaDAConfig) -> dict[str, torch.Tensor]:
+    """``weights`` keyed by LLaDA names without PREFIX (iLLaDA checkpoints renamed by ILLADA_NAMES)."""
+    if cfg.family != "illada":
+        return {k.removeprefix(PREFIX): v for k, v in weights.items()}
+    table = _illada_table(cfg)
+    return {table[k]: v for k, v in weights.items()}
+
+
+def _illada_table(cfg: LLaDAConfig) -> dict[str, str]:
+    """Every iLLaDA HF name of ``cfg`` -> its LLaDA name without PREFIX."""
+    return {
+        theirs.format(i=i): ours.format(i=i)
+        for theirs, ours in ILLADA_NAMES.items()
+        for i in range(cfg.n_layers)
+    }
 
 
 def hf_tensor_shapes(cfg: LLaDAConfig) -> dict[str, tuple[int, ...]]:
@@ -45,7 +84,8 @@ def hf_tensor_shapes(cfg: LLaDAConfig) -> dict[str, tuple[int, ...]]:
 def random_hf_weights(
     cfg: LLaDAConfig, seed: int = 0, dtype: torch.dtype = torch.float32, std: float = 0.05
 ) -> dict[str, torch.Tensor]:
-    """Random HF-layout weights (norm weights around 1) for tests and synthetic checkpoints."""
+    """Random HF-layout weights (norm weights around 1) for tests and synthetic checkpoints; named as
+    ``cfg``'s family names them (iLLaDA: by ILLADA_NAMES; the values do not depend on the naming)."""
     gen = torch.Generator().manual_seed(seed)
     weights = {}
     for name, shape in hf_tensor_shapes(cfg).items():
@@ -54,6 +94,9 @@ def random_hf_weights(
         else:
             t = std * torch.randn(shape, generator=gen)
         weights[name] = t.to(dtype)
+    if cfg.family == "illada":
+        ours = {v: k for k, v in _illada_table(cfg).items()}
+        return {ours[k.removeprefix(PREFIX)]: v for k, v in weights.items()}
     return weights
 
 
@@ -87,7 +130,7 @@ def reference_forward(
     attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Logits [B, T, embedding_size] for input_ids [B, T]; attention_mask [B, T] (True = real key)."""
-    w = {k.removeprefix(PREFIX): v for k, v in weights.items()}
+    w = _llada_named(weights, cfg)
     bsz, seq = input_ids.shape
     nh, nkv, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     h = w["wte.weight"][input_ids]
