@@ -63,6 +63,14 @@ class LLaDAConfig:
     scale_logits: bool = False
     bias_for_layer_norm: bool | None = False
     layer_norm_with_affine: bool = True
+    # Mixture of experts (LLaDA-MoE, models/llada/moe.py). Defaults mean "dense": num_experts 0.
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    expert_intermediate_size: int = 0
+    shared_expert_intermediate_size: int = 0  # 0: no shared expert
+    moe_layer_freq: tuple[int, ...] = ()  # per block 1 = MoE, 0 = dense MLP; () = every block MoE
+    qk_layernorm: bool = False  # RMSNorm over head_dim on q and k before RoPE (weights shared by heads)
+    router_aux_loss_coef: float = 0.0  # load-balancing loss weight (0 = off; see docs/moe.md)
     # Unknown HF fields are carried through so an exported config.json keeps them (e.g. auto_map).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -99,6 +107,51 @@ class LLaDAConfig:
                     f"LLaDA config: {name}={getattr(self, name)} is outside the embedding "
                     f"(embedding_size={self.embedding_size})"
                 )
+        object.__setattr__(self, "moe_layer_freq", tuple(self.moe_layer_freq))
+        self._validate_moe()
+
+    def _validate_moe(self) -> None:
+        """MoE fields: all zero for a dense model; consistent sizes for an MoE one."""
+        moe_ints = (
+            "num_experts",
+            "num_experts_per_tok",
+            "expert_intermediate_size",
+            "shared_expert_intermediate_size",
+        )
+        for name in moe_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"LLaDA config: {name} must be a non-negative integer, got {value!r}")
+        if self.router_aux_loss_coef < 0:
+            raise ValueError(f"LLaDA config: router_aux_loss_coef={self.router_aux_loss_coef} is negative")
+        if self.num_experts == 0:
+            others = (*moe_ints[1:], "moe_layer_freq", "router_aux_loss_coef")
+            dense_bad = [n for n in others if getattr(self, n)]
+            if dense_bad:
+                raise ValueError(f"LLaDA config: {dense_bad} set but num_experts=0 (a dense model)")
+            return
+        if not 1 <= self.num_experts_per_tok <= self.num_experts:
+            raise ValueError(
+                f"LLaDA config: num_experts_per_tok={self.num_experts_per_tok} must be in "
+                f"[1, num_experts={self.num_experts}]"
+            )
+        if self.expert_intermediate_size <= 0:
+            raise ValueError("LLaDA config: an MoE model (num_experts > 0) needs expert_intermediate_size")
+        freq = self.moe_layer_freq
+        if freq and (len(freq) != self.n_layers or any(f not in (0, 1) for f in freq)):
+            raise ValueError(
+                f"LLaDA config: moe_layer_freq must hold n_layers={self.n_layers} 0/1 entries, got {freq!r}"
+            )
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    def moe_blocks(self) -> tuple[bool, ...]:
+        """Per block: True where the MLP is the routed-expert layer (all blocks when moe_layer_freq is ())."""
+        if not self.is_moe:
+            return (False,) * self.n_layers
+        return tuple(bool(f) for f in self.moe_layer_freq) if self.moe_layer_freq else (True,) * self.n_layers
 
     @property
     def head_dim(self) -> int:
@@ -155,7 +208,7 @@ class LLaDAConfig:
     def to_dict(self) -> dict[str, Any]:
         """HF ``config.json`` content (extra fields first, typed fields override)."""
         data = dict(self.extra)
-        data.update({k: v for k, v in asdict(self).items() if k != "extra"})
+        data.update({k: v for k, v in asdict(self).items() if k != "extra" and k not in _dense_default(self)})
         data["model_type"] = "llada"
         data.setdefault("architectures", ["LLaDAModelLM"])
         return data
@@ -167,6 +220,22 @@ class LLaDAConfig:
 
     def replace(self, **changes: Any) -> LLaDAConfig:
         return replace(self, **changes)
+
+
+MOE_FIELDS = (
+    "num_experts",
+    "num_experts_per_tok",
+    "expert_intermediate_size",
+    "shared_expert_intermediate_size",
+    "moe_layer_freq",
+    "qk_layernorm",
+    "router_aux_loss_coef",
+)
+
+
+def _dense_default(cfg: LLaDAConfig) -> tuple[str, ...]:
+    """MoE fields left out of a dense model's config.json (so LLaDA exports stay as they were)."""
+    return () if cfg.is_moe or cfg.qk_layernorm else MOE_FIELDS
 
 
 # Tiny LLaDA-shaped model for CPU tests (a 256-id vocabulary; the tiny run sizes its own to its tokenizer).
@@ -197,6 +266,14 @@ PRESETS: dict[str, LLaDAConfig] = {
     ),
     "tiny": _TINY,
     "tiny-gqa": _TINY.replace(n_kv_heads=2),  # grouped-query attention (LLaDA-8B itself is MHA)
+    # LLaDA-MoE-shaped (models/llada/moe.py): 4 experts, top-2, QK-norm, one dense block then MoE blocks.
+    "tiny-moe": _TINY.replace(
+        n_layers=2,
+        num_experts=4,
+        num_experts_per_tok=2,
+        expert_intermediate_size=32,
+        qk_layernorm=True,
+    ),
 }
 
 
