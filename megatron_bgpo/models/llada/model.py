@@ -17,6 +17,7 @@ from megatron.core.transformer import TransformerConfig
 
 from megatron_bgpo.models.llada.config import LLaDAConfig
 from megatron_bgpo.models.llada.layer_spec import llada_moe_stack_spec, llada_stack_spec
+from megatron_bgpo.models.llada.moe import sum_reduced_aux_loss
 from megatron_bgpo.models.llada.prefix_cache import check_supported, run_stage, unwrap_model
 from megatron_bgpo.models.logprobs import chunked_token_logprobs
 from megatron_bgpo.parallel.groups import current_groups
@@ -85,6 +86,8 @@ def build_llada_model(
         pg_collection=pg_collection,
         vp_stage=vp_stage,
     )
+    if cfg.is_moe:
+        sum_reduced_aux_loss(model)
     return model
 
 

@@ -54,6 +54,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from megatron_bgpo.models.llada.config import LLaDAConfig
 
 LLADA_MOE_MASK_ID = 156895  # llama.cpp convert_hf_to_gguf.py (LLaDAMoEModel); inclusionAI/dInfer examples
@@ -101,6 +103,22 @@ def moe_transformer_kwargs(
         expert_model_parallel_size=expert_model_parallel_size,
     )
     return kwargs
+
+
+def sum_reduced_aux_loss(model: torch.nn.Module) -> int:
+    """Make every router attach its aux loss as is (returns the number of routers changed).
+
+    With ``calculate_per_token_loss`` megatron's router pre-multiplies the aux loss by its local token
+    count, expecting finalize_model_grads to divide every gradient by the global token count. This repo
+    finalizes gradients as sums with fixed weights (parallel/ddp.py: no per-token division), so that
+    factor would stay; without it the schedule's per-micro-batch weight (parallel/schedule.py
+    ``moe_aux_loss_weight``) is the aux loss's whole scaling (docs/moe.md)."""
+    from megatron.core.transformer.moe.router import Router
+
+    routers = [m for m in model.modules() if isinstance(m, Router)]
+    for router in routers:
+        router.calculate_per_token_loss = False
+    return len(routers)
 
 
 def validate_moe_layout(cfg: LLaDAConfig, tp: int, ep: int) -> None:
