@@ -229,3 +229,16 @@ def load_hf_moe_into_model(
     if missing:
         raise ValueError(f"model parameters not covered by the LLaDA-MoE mapping: {missing[:8]}")
     return len(done)
+
+
+@torch.no_grad()
+def export_stage_hf(
+    model: torch.nn.Module, cfg: LLaDAConfig, ep_rank: int = 0, ep_size: int = 1
+) -> dict[str, torch.Tensor]:
+    """HF tensors of the parameters one TP=1 stage holds (its EP rank's experts): the stage's share of
+    an export; the union over stages and EP ranks is the whole checkpoint."""
+    params = dict(model.named_parameters())
+    out: dict[str, torch.Tensor] = {}
+    for name, m, layer, expert in iter_moe_stage_tensors(model, cfg, ep_rank, ep_size):
+        out.update(moe_to_hf(m, cfg, layer, params[name].detach().cpu(), expert))
+    return out

@@ -159,12 +159,18 @@ class LLaDAConfig:
 
     @property
     def num_parameters(self) -> int:
-        """Parameter count (untied embedding and head, no biases)."""
+        """Parameter count (untied embedding and head, no biases; every expert counted)."""
         hd = self.head_dim
-        attn = self.d_model * hd * (2 * self.n_heads + 2 * self.n_kv_heads)
-        per_block = attn + 3 * self.d_model * self.mlp_hidden_size + 2 * self.d_model
-        head = 0 if self.weight_tying else self.embedding_size * self.d_model
-        return self.embedding_size * self.d_model + head + self.n_layers * per_block + self.d_model
+        d = self.d_model
+        attn = d * hd * (2 * self.n_heads + 2 * self.n_kv_heads) + (2 * hd if self.qk_layernorm else 0)
+        dense_mlp = 3 * d * self.mlp_hidden_size
+        moe_mlp = (
+            self.num_experts * (3 * d * self.expert_intermediate_size + d)  # experts + router rows
+            + 3 * d * self.shared_expert_intermediate_size
+        )
+        mlps = sum(moe_mlp if moe else dense_mlp for moe in self.moe_blocks())
+        head = 0 if self.weight_tying else self.embedding_size * d
+        return self.embedding_size * d + head + self.n_layers * (attn + 2 * d) + mlps + d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> LLaDAConfig:
