@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from megatron_bgpo.models.llada.config import LLaDAConfig
-from megatron_bgpo.models.llada.reference import _rms_norm, _rope
+from megatron_bgpo.models.llada.reference import _rms_norm, _rope, random_tensors
 
 
 def _swiglu_shapes(prefix: str, d: int, f: int) -> dict[str, tuple[int, int]]:
@@ -64,17 +64,11 @@ def random_hf_moe_weights(
     cfg: LLaDAConfig, seed: int = 0, dtype: torch.dtype = torch.float32, std: float = 0.05
 ) -> dict[str, torch.Tensor]:
     """Random HF-layout weights (norm weights around 1; router rows larger so routing is decisive)."""
-    gen = torch.Generator().manual_seed(seed)
-    weights = {}
-    for name, shape in hf_moe_tensor_shapes(cfg).items():
-        if name.endswith("norm.weight"):
-            t = 1.0 + 0.1 * torch.randn(shape, generator=gen)
-        elif name.endswith("mlp.gate.weight"):
-            t = 0.3 * torch.randn(shape, generator=gen)
-        else:
-            t = std * torch.randn(shape, generator=gen)
-        weights[name] = t.to(dtype)
-    return weights
+
+    def std_of(name: str) -> float | None:
+        return None if name.endswith("norm.weight") else 0.3 if name.endswith("mlp.gate.weight") else std
+
+    return random_tensors(hf_moe_tensor_shapes(cfg), seed, dtype, std_of)
 
 
 def _swiglu(x: torch.Tensor, w: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
