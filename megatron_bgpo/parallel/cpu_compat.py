@@ -23,6 +23,16 @@ def cpu_mode() -> bool:
     return not torch.cuda.is_available()
 
 
+class _NullEvent:
+    """Stands in for ``torch.cuda.Event`` (the MoE dispatcher's device-to-host event)."""
+
+    def synchronize(self) -> None:
+        pass
+
+    def wait(self, stream: object = None) -> None:
+        pass
+
+
 class _NullStream:
     """Stands in for ``torch.cuda.Stream``: CPU work is synchronous, so waits are no-ops."""
 
@@ -35,8 +45,8 @@ class _NullStream:
     def synchronize(self) -> None:
         pass
 
-    def record_event(self, event: object = None) -> None:
-        return None
+    def record_event(self, event: object = None) -> _NullEvent:
+        return _NullEvent()
 
 
 # megatron-core modules that allocate with a literal ``device="cuda"`` on our code paths
@@ -258,6 +268,15 @@ def _unshared_torch_adam_steps(load_state_dict):
     return wrapper
 
 
+def _cpu_counts(tensor, as_numpy: bool = False, record_stream: bool = False):
+    """CPU twin of moe_utils.`maybe_move_tensor_to_cpu`: the MoE alltoall dispatcher's split sizes come
+    back as numpy arrays, as they do from a CUDA tensor (the original only converts CUDA tensors, and
+    ``all_to_all_single`` refuses tensor split sizes)."""
+    if torch.is_tensor(tensor) and as_numpy:
+        return tensor.numpy()
+    return tensor
+
+
 def apply() -> bool:
     """Install the CPU patches once; returns True when they are active."""
     global _APPLIED
@@ -294,6 +313,8 @@ def apply() -> bool:
     cuda.current_stream = lambda device=None: _NullStream()
     cuda.default_stream = lambda device=None: _NullStream()
     cuda.stream = lambda stream=None: contextlib.nullcontext()
+    # The MoE alltoall token dispatcher makes a side stream for its device-to-host count copies.
+    cuda.Stream = lambda *args, **kwargs: _NullStream()
     cuda.empty_cache = lambda: None
 
     # Memory statistics used in logging: report zero instead of raising.
@@ -322,6 +343,11 @@ def apply() -> bool:
     mcore_optimizer.Float16OptimizerWithFloat16Params.__init__ = _with_cuda_type_names(
         mcore_optimizer.Float16OptimizerWithFloat16Params.__init__
     )
+
+    # MoE alltoall token dispatcher: its token counts are already on the CPU.
+    from megatron.core.transformer.moe import token_dispatcher
+
+    token_dispatcher.maybe_move_tensor_to_cpu = _cpu_counts
 
     # Literal `device="cuda"` allocations: swap the module-level `torch` name of those modules only.
     proxy = _CpuAllocTorch()

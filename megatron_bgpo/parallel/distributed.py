@@ -27,9 +27,12 @@ class ParallelConfig:
     tensor_model_parallel_size: int = 1
     pipeline_model_parallel_size: int = 1
     virtual_pipeline_model_parallel_size: int | None = None
+    # Experts split over this many ranks of the data-parallel dimension (MoE models only).
+    expert_model_parallel_size: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("tensor_model_parallel_size", "pipeline_model_parallel_size"):
+        sizes = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "expert_model_parallel_size")
+        for name in sizes:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         vpp = self.virtual_pipeline_model_parallel_size
@@ -51,7 +54,14 @@ class ParallelConfig:
                 f"({self.tensor_model_parallel_size}) x pipeline_model_parallel_size "
                 f"({self.pipeline_model_parallel_size}) = {self.model_parallel_size}"
             )
-        return world_size // self.model_parallel_size
+        dp = world_size // self.model_parallel_size
+        ep = self.expert_model_parallel_size
+        if dp % ep != 0:
+            raise ValueError(
+                f"expert_model_parallel_size={ep} does not divide the data-parallel size {dp} "
+                f"(world {world_size} / (tp x pp))"
+            )
+        return dp
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,7 @@ def initialize_model_parallel(config: ParallelConfig):
         tensor_model_parallel_size=config.tensor_model_parallel_size,
         pipeline_model_parallel_size=config.pipeline_model_parallel_size,
         virtual_pipeline_model_parallel_size=config.virtual_pipeline_model_parallel_size,
+        expert_model_parallel_size=config.expert_model_parallel_size,
     )
     return ProcessGroupCollection.use_mpu_process_groups()
 

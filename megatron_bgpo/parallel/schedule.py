@@ -26,15 +26,23 @@ def run_microbatches(
     micro_batch_size: int,
     forward_only: bool = False,
     collect_non_loss_data: bool = False,
+    moe_aux_loss_weight: float | None = None,
 ) -> list[Any]:
     """Run all ``microbatches`` through the schedule; returns what the last stage's loss_fns reported.
 
     ``seq_length``/``micro_batch_size`` size the pipeline buffers (with ``variable_seq_lengths`` in
     the TransformerConfig shapes are exchanged per micro-batch and these are only hints).
+    ``moe_aux_loss_weight``: weight of each micro-batch's router load-balancing loss (on top of
+    ``moe_aux_loss_coeff``) for MoE models; None = 1 / len(microbatches), so a step's aux term is
+    coeff x the mean over its micro-batches whatever their number (docs/moe.md). megatron's own default
+    with ``calculate_per_token_loss`` would be weight 1 per micro-batch (a sum).
     """
     if not microbatches:
         raise ValueError("run_microbatches: no micro-batches")
     chunks = list(model) if isinstance(model, (list, tuple)) else [model]
+    weight = 1.0 / len(microbatches) if moe_aux_loss_weight is None else float(moe_aux_loss_weight)
+    for chunk in chunks:
+        _set_moe_aux_weight(chunk, weight)
 
     def forward_step(data_iterator, model_chunk):
         return step(next(data_iterator), model_chunk)
@@ -51,3 +59,18 @@ def run_microbatches(
         forward_only=forward_only,
         collect_non_loss_data=collect_non_loss_data,
     )
+
+
+def _set_moe_aux_weight(chunk: torch.nn.Module, weight: float) -> None:
+    """Route the schedule's MoE aux-loss scale (`MoEAuxLossAutoScaler`, set per micro-batch from
+    ``config.moe_grad_scale_func``) to ``weight`` x the main loss scale (the fp16 grad scaler's, else 1)."""
+    config = getattr(chunk, "config", None)
+    if config is None or not getattr(config, "num_moe_experts", None):
+        return
+    grad_scale = config.grad_scale_func
+
+    def scale() -> torch.Tensor:
+        base = grad_scale(torch.ones(1)) if grad_scale is not None else torch.ones(1)
+        return base.reshape(1) * weight
+
+    config.moe_grad_scale_func = scale

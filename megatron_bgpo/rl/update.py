@@ -99,6 +99,7 @@ def policy_update(
     tp_group,
     expect_zero_log_ratio: bool = False,
     logprob_chunk_rows: int = 1024,
+    moe_aux_loss_weight: float | None = None,
 ) -> UpdateStats:
     """Forward + backward of every micro-batch; gradients accumulate in the (DDP) grad buffers.
 
@@ -106,7 +107,8 @@ def policy_update(
     old terms were computed with the current weights (first update after a rollout), so current - old
     must be exactly 0; offending micro-batches are listed in ``log_ratio_mismatches`` for the caller
     to raise on every rank at once. ``logprob_chunk_rows``: rows of the output layer per chunk
-    (models/logprobs.py `chunked_token_logprobs`; <= 0: all at once).
+    (models/logprobs.py `chunked_token_logprobs`; <= 0: all at once). ``moe_aux_loss_weight``: per
+    micro-batch weight of an MoE model's router aux loss (parallel/schedule.py; docs/moe.md).
     """
     mismatches: list[str] = []
 
@@ -130,7 +132,14 @@ def policy_update(
         return output, loss_fn
 
     seq, mbs = _seq_hint(microbatches)
-    reported = run_microbatches(model, step, microbatches, seq_length=seq, micro_batch_size=mbs)
+    reported = run_microbatches(
+        model,
+        step,
+        microbatches,
+        seq_length=seq,
+        micro_batch_size=mbs,
+        moe_aux_loss_weight=moe_aux_loss_weight,
+    )
     stats = UpdateStats(log_ratio_mismatches=mismatches)
     for r in reported:
         stats.add(r.pop("loss"), r)

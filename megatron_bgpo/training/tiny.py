@@ -25,8 +25,20 @@ from megatron_bgpo.training.sft import reference_completion
 TINY_TASK = "sudoku_brief"
 
 
-def tiny_config(tokenizer, d_model: int, layers: int, rope_theta: float = 500000.0) -> LLaDAConfig:
-    """A LLaDA-shaped config sized to ``tokenizer`` (head dim 32, SwiGLU width 3 x d_model)."""
+def tiny_config(
+    tokenizer, d_model: int, layers: int, rope_theta: float = 500000.0, num_experts: int = 0, top_k: int = 2
+) -> LLaDAConfig:
+    """A LLaDA-shaped config sized to ``tokenizer`` (head dim 32, SwiGLU width 3 x d_model). With
+    ``num_experts`` > 0, LLaDA-MoE-shaped (as the tiny-moe preset): every block MoE, top-``top_k``
+    experts of width d_model / 2 (LLaDA-MoE-7B's ratio), QK-norm."""
+    moe = {}
+    if num_experts:
+        moe = dict(
+            num_experts=num_experts,
+            num_experts_per_tok=top_k,
+            expert_intermediate_size=d_model // 2,
+            qk_layernorm=True,
+        )
     return LLaDAConfig(
         d_model=d_model,
         n_layers=layers,
@@ -40,6 +52,7 @@ def tiny_config(tokenizer, d_model: int, layers: int, rope_theta: float = 500000
         eos_token_id=tokenizer.eos_id,
         pad_token_id=tokenizer.pad_id,
         rope_theta=rope_theta,
+        **moe,
     )
 
 
@@ -51,6 +64,8 @@ def prepare(
     layers: int,
     seed: int,
     rope_theta: float = 500000.0,
+    num_experts: int = 0,
+    top_k: int = 2,
 ) -> LLaDAConfig:
     task = get_task(TINY_TASK)
     puzzles = generate_puzzles(2256, n_empty=n_empty, seed=seed)
@@ -62,7 +77,7 @@ def prepare(
             writer.writerows((p.puzzle, p.solution) for p in rows)
     texts = [task.prompt_text(ex) + reference_completion(task, ex) for ex in puzzles[:500]]
     tokenizer = train_sentencepiece(texts, vocab_size, out / "tokenizer")
-    cfg = tiny_config(tokenizer, d_model, layers, rope_theta)
+    cfg = tiny_config(tokenizer, d_model, layers, rope_theta, num_experts, top_k)
     cfg.to_json(out / "config.json")
     return cfg
 
@@ -88,8 +103,20 @@ def main(argv: list[str] | None = None) -> None:
         default=10000.0,
         help="RoPE base; LLaDA-8B's 500,000 makes the 65-token tiny task's copy step slow and seed-dependent",
     )
+    p.add_argument("--num-experts", type=int, default=0, help="> 0: an LLaDA-MoE-shaped model (docs/moe.md)")
+    p.add_argument("--top-k", type=int, default=2, help="experts per token (with --num-experts)")
     a = p.parse_args(argv)
-    cfg = prepare(a.out, tuple(a.n_empty), a.vocab_size, a.d_model, a.layers, a.seed, a.rope_theta)
+    cfg = prepare(
+        a.out,
+        tuple(a.n_empty),
+        a.vocab_size,
+        a.d_model,
+        a.layers,
+        a.seed,
+        a.rope_theta,
+        a.num_experts,
+        a.top_k,
+    )
     print(
         f"tiny sudoku model: {cfg.num_parameters / 1e6:.2f}M parameters, vocab {cfg.vocab_size} "
         f"(embedding rows {cfg.embedding_size}); data, tokenizer and config.json in {a.out}"

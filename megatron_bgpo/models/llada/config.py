@@ -67,6 +67,14 @@ class LLaDAConfig:
     layer_norm_with_affine: bool = True
     # The architecture family (registry name) whose config.json this came from; to_dict writes that format.
     family: str = "llada"
+    # Mixture of experts (LLaDA-MoE, models/llada/moe.py). Defaults mean "dense": num_experts 0.
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    expert_intermediate_size: int = 0
+    shared_expert_intermediate_size: int = 0  # 0: no shared expert
+    moe_layer_freq: tuple[int, ...] = ()  # per block 1 = MoE, 0 = dense MLP; () = every block MoE
+    qk_layernorm: bool = False  # RMSNorm over head_dim on q and k before RoPE (weights shared by heads)
+    router_aux_loss_coef: float = 0.0  # load-balancing loss weight (0 = off; see docs/moe.md)
     # Unknown HF fields are carried through so an exported config.json keeps them (e.g. auto_map).
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -103,6 +111,51 @@ class LLaDAConfig:
                     f"LLaDA config: {name}={getattr(self, name)} is outside the embedding "
                     f"(embedding_size={self.embedding_size})"
                 )
+        object.__setattr__(self, "moe_layer_freq", tuple(self.moe_layer_freq))
+        self._validate_moe()
+
+    def _validate_moe(self) -> None:
+        """MoE fields: all zero for a dense model; consistent sizes for an MoE one."""
+        moe_ints = (
+            "num_experts",
+            "num_experts_per_tok",
+            "expert_intermediate_size",
+            "shared_expert_intermediate_size",
+        )
+        for name in moe_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"LLaDA config: {name} must be a non-negative integer, got {value!r}")
+        if self.router_aux_loss_coef < 0:
+            raise ValueError(f"LLaDA config: router_aux_loss_coef={self.router_aux_loss_coef} is negative")
+        if self.num_experts == 0:
+            others = (*moe_ints[1:], "moe_layer_freq", "router_aux_loss_coef")
+            dense_bad = [n for n in others if getattr(self, n)]
+            if dense_bad:
+                raise ValueError(f"LLaDA config: {dense_bad} set but num_experts=0 (a dense model)")
+            return
+        if not 1 <= self.num_experts_per_tok <= self.num_experts:
+            raise ValueError(
+                f"LLaDA config: num_experts_per_tok={self.num_experts_per_tok} must be in "
+                f"[1, num_experts={self.num_experts}]"
+            )
+        if self.expert_intermediate_size <= 0:
+            raise ValueError("LLaDA config: an MoE model (num_experts > 0) needs expert_intermediate_size")
+        freq = self.moe_layer_freq
+        if freq and (len(freq) != self.n_layers or any(f not in (0, 1) for f in freq)):
+            raise ValueError(
+                f"LLaDA config: moe_layer_freq must hold n_layers={self.n_layers} 0/1 entries, got {freq!r}"
+            )
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    def moe_blocks(self) -> tuple[bool, ...]:
+        """Per block: True where the MLP is the routed-expert layer (all blocks when moe_layer_freq is ())."""
+        if not self.is_moe:
+            return (False,) * self.n_layers
+        return tuple(bool(f) for f in self.moe_layer_freq) if self.moe_layer_freq else (True,) * self.n_layers
 
     @property
     def head_dim(self) -> int:
@@ -110,12 +163,18 @@ class LLaDAConfig:
 
     @property
     def num_parameters(self) -> int:
-        """Parameter count (untied embedding and head, no biases)."""
+        """Parameter count (untied embedding and head, no biases; every expert counted)."""
         hd = self.head_dim
-        attn = self.d_model * hd * (2 * self.n_heads + 2 * self.n_kv_heads)
-        per_block = attn + 3 * self.d_model * self.mlp_hidden_size + 2 * self.d_model
-        head = 0 if self.weight_tying else self.embedding_size * self.d_model
-        return self.embedding_size * self.d_model + head + self.n_layers * per_block + self.d_model
+        d = self.d_model
+        attn = d * hd * (2 * self.n_heads + 2 * self.n_kv_heads) + (2 * hd if self.qk_layernorm else 0)
+        dense_mlp = 3 * d * self.mlp_hidden_size
+        moe_mlp = (
+            self.num_experts * (3 * d * self.expert_intermediate_size + d)  # experts + router rows
+            + 3 * d * self.shared_expert_intermediate_size
+        )
+        mlps = sum(moe_mlp if moe else dense_mlp for moe in self.moe_blocks())
+        head = 0 if self.weight_tying else self.embedding_size * d
+        return self.embedding_size * d + head + self.n_layers * (attn + 2 * d) + mlps + d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> LLaDAConfig:
@@ -151,7 +210,13 @@ class LLaDAConfig:
     def llada_dict(self) -> dict[str, Any]:
         """LLaDA's HF ``config.json`` content (extra fields first, typed fields override)."""
         data = dict(self.extra)
-        data.update({k: v for k, v in asdict(self).items() if k not in ("extra", "family")})
+        data.update(
+            {
+                k: v
+                for k, v in asdict(self).items()
+                if k not in ("extra", "family") and k not in _dense_default(self)
+            }
+        )
         data["model_type"] = "llada"
         data.setdefault("architectures", ["LLaDAModelLM"])
         return data
@@ -171,6 +236,22 @@ class LLaDAConfig:
 
     def replace(self, **changes: Any) -> LLaDAConfig:
         return replace(self, **changes)
+
+
+MOE_FIELDS = (
+    "num_experts",
+    "num_experts_per_tok",
+    "expert_intermediate_size",
+    "shared_expert_intermediate_size",
+    "moe_layer_freq",
+    "qk_layernorm",
+    "router_aux_loss_coef",
+)
+
+
+def _dense_default(cfg: LLaDAConfig) -> tuple[str, ...]:
+    """MoE fields left out of a dense model's config.json (so LLaDA exports stay as they were)."""
+    return () if cfg.is_moe or cfg.qk_layernorm else MOE_FIELDS
 
 
 # Tiny LLaDA-shaped model for CPU tests (a 256-id vocabulary; the tiny run sizes its own to its tokenizer).
@@ -204,6 +285,14 @@ PRESETS: dict[str, LLaDAConfig] = {
     # Tiny iLLaDA-shaped test model: GQA, tied embeddings, iLLaDA's low mask id 5 (other ids are the tiny
     # model's own). No full-size iLLaDA preset: its head count is not in any published file we found.
     "illada-tiny": _TINY.replace(family="illada", n_kv_heads=2, weight_tying=True, mask_token_id=5),
+    # LLaDA-MoE-shaped (models/llada/moe.py): 4 experts, top-2, QK-norm, one dense block then MoE blocks.
+    "tiny-moe": _TINY.replace(
+        n_layers=2,
+        num_experts=4,
+        num_experts_per_tok=2,
+        expert_intermediate_size=32,
+        qk_layernorm=True,
+    ),
 }
 
 

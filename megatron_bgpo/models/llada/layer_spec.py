@@ -23,7 +23,11 @@ from megatron.core.ssm.mlp_layer import MLPLayer
 from megatron.core.transformer import TransformerConfig
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.spec_utils import ModuleSpec, build_module
-from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
+from megatron.core.transformer.transformer_layer import (
+    MoETransformerLayer,
+    TransformerLayer,
+    TransformerLayerSubmodules,
+)
 
 from megatron_bgpo.models.llada.padding import right_padded
 from megatron_bgpo.parallel import cpu_compat
@@ -118,3 +122,47 @@ def llada_stack_spec(use_te: bool | None = None) -> ModuleSpec:
         ),
         params={"final_norm": final_norm},
     )
+
+
+def llada_moe_layer_spec(num_experts: int, qk_layernorm: bool, use_te: bool | None = None) -> ModuleSpec:
+    """A whole LLaDA-MoE block as a GPT `TransformerLayer` spec: megatron's MoE layer (router, experts,
+    optional shared expert; the local spec's `SequentialMLP` experts, TE's grouped ones with TE) as the
+    MLP, RMSNorm QK-norm when ``qk_layernorm``, bidirectional attention."""
+    from megatron.core.models.gpt.gpt_layer_specs import (
+        get_gpt_layer_local_spec,
+        get_gpt_layer_with_transformer_engine_spec,
+    )
+
+    if _resolve_te(use_te):
+        spec = get_gpt_layer_with_transformer_engine_spec(
+            num_experts=num_experts, moe_grouped_gemm=True, qk_layernorm=qk_layernorm
+        )
+    else:
+        spec = get_gpt_layer_local_spec(
+            num_experts=num_experts,
+            moe_grouped_gemm=False,
+            qk_layernorm=qk_layernorm,
+            normalization="RMSNorm",
+        )
+    spec.submodules.self_attention.params["attn_mask_type"] = AttnMaskType.padding
+    return spec
+
+
+def llada_moe_stack_spec(num_experts: int, qk_layernorm: bool, use_te: bool | None = None) -> ModuleSpec:
+    """HybridModel stack spec of LLaDA-MoE: ``*`` attention (QK-norm when ``qk_layernorm``), ``-`` dense
+    SwiGLU MLP (the dense blocks of ``moe_layer_freq``), ``E`` megatron's MoE layer as a
+    `MoETransformerLayer` (pre-MLP RMSNorm, MoE, residual)."""
+    use_te = _resolve_te(use_te)
+    spec = llada_stack_spec(use_te)
+    moe_block = llada_moe_layer_spec(num_experts, qk_layernorm, use_te).submodules
+    stack = spec.submodules
+    stack.attention_layer.submodules.self_attention = moe_block.self_attention
+    stack.moe_layer = ModuleSpec(
+        module=MoETransformerLayer,
+        submodules=TransformerLayerSubmodules(
+            pre_mlp_layernorm=moe_block.pre_mlp_layernorm,
+            mlp=moe_block.mlp,
+            mlp_bda=moe_block.mlp_bda,  # the MoE layer's norm is not fused (TE or local): no key map
+        ),
+    )
+    return spec

@@ -16,18 +16,25 @@ from megatron.core.models.hybrid.hybrid_model import HybridModel
 from megatron.core.transformer import TransformerConfig
 
 from megatron_bgpo.models.llada.config import LLaDAConfig
-from megatron_bgpo.models.llada.layer_spec import llada_stack_spec
+from megatron_bgpo.models.llada.layer_spec import llada_moe_stack_spec, llada_stack_spec
+from megatron_bgpo.models.llada.moe import sum_reduced_aux_loss
 from megatron_bgpo.models.llada.prefix_cache import check_supported, run_stage, unwrap_model
 from megatron_bgpo.models.logprobs import chunked_token_logprobs
 from megatron_bgpo.parallel.groups import current_groups
 
 
-def hybrid_pattern(n_layers: int, stages: int = 1) -> str:
+def hybrid_pattern(n_layers: int, stages: int = 1, moe_blocks: tuple[bool, ...] | None = None) -> str:
     """HybridModel layer pattern of ``n_layers`` LLaDA blocks cut into ``stages`` pipeline segments
-    (pipeline x virtual stages; segment ``vp * pp + pp_rank`` is that chunk's), e.g. ``"*-*-|*-*-"``."""
+    (pipeline x virtual stages; segment ``vp * pp + pp_rank`` is that chunk's), e.g. ``"*-*-|*-*-"``.
+    ``moe_blocks`` (per block, LLaDA-MoE): True blocks get megatron's MoE sublayer ``E`` instead of ``-``."""
     if n_layers % stages != 0:
         raise ValueError(f"{stages} pipeline segments do not divide n_layers={n_layers}")
-    return "|".join(["*-" * (n_layers // stages)] * stages)
+    moe_blocks = moe_blocks or (False,) * n_layers
+    if len(moe_blocks) != n_layers:
+        raise ValueError(f"moe_blocks has {len(moe_blocks)} entries for n_layers={n_layers}")
+    blocks = ["*E" if moe else "*-" for moe in moe_blocks]
+    per = n_layers // stages
+    return "|".join("".join(blocks[s * per : (s + 1) * per]) for s in range(stages))
 
 
 def build_llada_model(
@@ -59,10 +66,14 @@ def build_llada_model(
     if post_process is None:
         post_process = is_pp_last_stage(pg_collection.pp) and is_vp_last_stage(vp_stage, vpp)
     stages = transformer_config.pipeline_model_parallel_size * (vpp or 1)
+    if cfg.is_moe or cfg.qk_layernorm:
+        spec = llada_moe_stack_spec(max(cfg.num_experts, 1), cfg.qk_layernorm, use_te)
+    else:
+        spec = llada_stack_spec(use_te)
     model = HybridModel(
         config=transformer_config,
-        hybrid_stack_spec=llada_stack_spec(use_te),
-        hybrid_layer_pattern=hybrid_pattern(cfg.n_layers, stages),
+        hybrid_stack_spec=spec,
+        hybrid_layer_pattern=hybrid_pattern(cfg.n_layers, stages, cfg.moe_blocks()),
         vocab_size=cfg.embedding_size,
         max_sequence_length=cfg.max_sequence_length,
         pre_process=pre_process,
@@ -75,6 +86,8 @@ def build_llada_model(
         pg_collection=pg_collection,
         vp_stage=vp_stage,
     )
+    if cfg.is_moe:
+        sum_reduced_aux_loss(model)
     return model
 
 

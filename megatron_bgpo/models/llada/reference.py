@@ -86,17 +86,31 @@ def random_hf_weights(
 ) -> dict[str, torch.Tensor]:
     """Random HF-layout weights (norm weights around 1) for tests and synthetic checkpoints; named as
     ``cfg``'s family names them (iLLaDA: by ILLADA_NAMES; the values do not depend on the naming)."""
-    gen = torch.Generator().manual_seed(seed)
-    weights = {}
-    for name, shape in hf_tensor_shapes(cfg).items():
-        if name.endswith("norm.weight") or name.endswith("ln_f.weight"):
-            t = 1.0 + 0.1 * torch.randn(shape, generator=gen)
-        else:
-            t = std * torch.randn(shape, generator=gen)
-        weights[name] = t.to(dtype)
+    norms = ("norm.weight", "ln_f.weight")
+    weights = random_tensors(
+        hf_tensor_shapes(cfg), seed, dtype, lambda name: None if name.endswith(norms) else std
+    )
     if cfg.family == "illada":
         ours = {v: k for k, v in _illada_table(cfg).items()}
         return {ours[k.removeprefix(PREFIX)]: v for k, v in weights.items()}
+    return weights
+
+
+def random_tensors(
+    shapes: dict[str, tuple[int, ...]], seed: int, dtype: torch.dtype, std_of
+) -> dict[str, torch.Tensor]:
+    """Seeded normal tensors in ``shapes`` order: std ``std_of(name)``, or 1 + 0.1 N(0, 1) where it is None
+    (norm weights)."""
+    gen = torch.Generator().manual_seed(seed)
+    weights = {}
+    for name, shape in shapes.items():
+        std = std_of(name)
+        t = (
+            1.0 + 0.1 * torch.randn(shape, generator=gen)
+            if std is None
+            else std * torch.randn(shape, generator=gen)
+        )
+        weights[name] = t.to(dtype)
     return weights
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from megatron.core.transformer import TransformerConfig
 
 from megatron_bgpo.models.llada.config import LLaDAConfig
+from megatron_bgpo.models.llada.moe import moe_transformer_kwargs, validate_moe_layout
 from megatron_bgpo.parallel.cpu_compat import cpu_mode
 from megatron_bgpo.parallel.distributed import ParallelConfig
 
@@ -33,6 +34,7 @@ def validate_layout(cfg: LLaDAConfig, parallel: ParallelConfig) -> None:
     for value, divisor, what, by in checks:
         if value % divisor != 0:
             raise ValueError(f"{by}={divisor} does not divide {what}={value}")
+    validate_moe_layout(cfg, tp, parallel.expert_model_parallel_size)
 
 
 def to_transformer_config(
@@ -84,6 +86,9 @@ def to_transformer_config(
         # Every loss here is a sum with globally fixed weights (rl/update.py): the schedule must not
         # divide by the number of micro-batches nor DDP average over replicas (parallel/ddp.py).
         calculate_per_token_loss=True,
+    )
+    kwargs.update(
+        moe_transformer_kwargs(cfg, parallel.expert_model_parallel_size, parallel.tensor_model_parallel_size)
     )
     if on_cpu:
         kwargs.update(
