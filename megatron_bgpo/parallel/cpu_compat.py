@@ -277,6 +277,43 @@ def _cpu_counts(tensor, as_numpy: bool = False, record_stream: bool = False):
     return tensor
 
 
+def _uneven_gather_on_gloo(gather):
+    """megatron's `_gather_along_first_dim` with ``output_split_sizes`` calls ``all_gather`` with tensors
+    of different sizes, which gloo refuses (the MoE dispatcher's expert-TP gather at TP x EP). Gather
+    padded to the largest split and cut instead; equal splits go to the original."""
+
+    @functools.wraps(gather)
+    def wrapper(input_, group, output_split_sizes=None, use_global_buffer=False):
+        sizes = None if output_split_sizes is None else [int(n) for n in output_split_sizes]
+        if sizes is None or group.size() == 1 or len(set(sizes)) == 1:
+            return gather(input_, group, output_split_sizes, use_global_buffer)
+        longest = max(sizes)
+        padded = input_.new_zeros((longest, *input_.shape[1:]))
+        padded[: input_.shape[0]] = input_
+        pieces = [torch.empty_like(padded) for _ in sizes]
+        torch.distributed.all_gather(pieces, padded.contiguous(), group=group)
+        return torch.cat([piece[:n] for piece, n in zip(pieces, sizes, strict=True)])
+
+    return wrapper
+
+
+def _uneven_reduce_scatter_on_gloo(reduce_scatter):
+    """megatron's `_reduce_scatter_along_first_dim` with ``input_split_sizes`` (the backward of the
+    uneven gather above): every rank splits the same-sized input the same way, so an all-reduce of the
+    whole input and this rank's split is the reduce-scatter."""
+
+    @functools.wraps(reduce_scatter)
+    def wrapper(input_, group, input_split_sizes=None, use_global_buffer=False):
+        sizes = None if input_split_sizes is None else [int(n) for n in input_split_sizes]
+        if sizes is None or group.size() == 1 or len(set(sizes)) == 1:
+            return reduce_scatter(input_, group, input_split_sizes, use_global_buffer)
+        total = input_.contiguous().clone()
+        torch.distributed.all_reduce(total, group=group)
+        return torch.split(total, sizes, dim=0)[group.rank()].clone()
+
+    return wrapper
+
+
 def apply() -> bool:
     """Install the CPU patches once; returns True when they are active."""
     global _APPLIED
@@ -348,6 +385,13 @@ def apply() -> bool:
     from megatron.core.transformer.moe import token_dispatcher
 
     token_dispatcher.maybe_move_tensor_to_cpu = _cpu_counts
+    # ... and its gather / reduce-scatter of uneven token counts over the expert-TP group (TP x EP).
+    from megatron.core.tensor_parallel import mappings
+
+    mappings._gather_along_first_dim = _uneven_gather_on_gloo(mappings._gather_along_first_dim)
+    mappings._reduce_scatter_along_first_dim = _uneven_reduce_scatter_on_gloo(
+        mappings._reduce_scatter_along_first_dim
+    )
 
     # Literal `device="cuda"` allocations: swap the module-level `torch` name of those modules only.
     proxy = _CpuAllocTorch()

@@ -20,12 +20,16 @@ from megatron.core.distributed import (
 )
 from megatron.core.transformer import TransformerConfig
 
+from megatron_bgpo.models.llada.moe_sequence_parallel import allreduce_router_grads
+
 
 def _finalize_sum(model, num_tokens=None, pg_collection=None, force_all_reduce=False):
-    """finalize_model_grads without the per-token rescaling: DP all-reduce (sum), PP embedding sync."""
+    """finalize_model_grads without the per-token rescaling: DP all-reduce (sum), PP embedding sync;
+    then the TP sum of the router gradients of MoE layers run sequence-parallel in a non-SP model."""
     finalize_model_grads(
         model, num_tokens=None, pg_collection=pg_collection, force_all_reduce=force_all_reduce
     )
+    allreduce_router_grads(model)
 
 
 def wrap_ddp(

@@ -8,10 +8,13 @@ schedule's default), through the plain-PyTorch reference forward. Layouts: the s
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from megatron_bgpo.models.llada.model import llada_selected_logprobs
 from megatron_bgpo.models.llada.moe_reference import megatron_aux_loss, moe_reference_forward
+from megatron_bgpo.models.llada.moe_sequence_parallel import allreduce_router_grads
+from megatron_bgpo.parallel.ddp import wrap_ddp, zero_grads
 from megatron_bgpo.parallel.schedule import run_microbatches
 from tests.distributed import run_distributed
 from tests.models.rank_setup import toy_batch
@@ -21,32 +24,44 @@ SEQ, ROWS, COEF = 10, 4, 0.1
 LAYOUTS = ((1, 1, 1, 1), (2, 2), (4,))  # rows per micro-batch
 
 
-def _rows(cfg):
-    tokens, mask, targets = toy_batch(cfg, ROWS, SEQ, seed=41, pad_rows=2)
+def _rows(cfg, seq: int):
+    tokens, mask, targets = toy_batch(cfg, ROWS, seq, seed=41, pad_rows=2)
     gen = torch.Generator().manual_seed(5)
-    selected = mask & (torch.rand(ROWS, SEQ, generator=gen) < 0.6)
-    weights = torch.randn(ROWS, SEQ, generator=gen)
+    selected = mask & (torch.rand(ROWS, seq, generator=gen) < 0.6)
+    weights = torch.randn(ROWS, seq, generator=gen)
     return tokens, mask, targets, selected, weights
 
 
-def _aux_rank(rank: int, world: int, coef: float, weight: float | None) -> dict:
-    cfg, chunks, hf, _, _ = moe_setup(1, 1, 1, {"router_aux_loss_coef": coef})
-    model = chunks[0]
-    tokens, mask, targets, selected, weights = _rows(cfg)
+def _aux_rank(
+    rank: int, world: int, coef: float, weight: float | None, seq: int = SEQ, ddp: bool = False
+) -> dict:
+    """World = TP (1 or 2): the model is trained TP-parallel, its MoE layer sequence-parallel inside.
+    ``ddp``: wrapped in megatron DDP, gradients finalized by the schedule (parallel/ddp.py)."""
+    cfg, chunks, hf, groups, _ = moe_setup(world, 1, 1, {"router_aux_loss_coef": coef})
+    wrapped = wrap_ddp(chunks) if ddp else None
+    model = wrapped[0] if ddp else chunks[0]
+    tokens, mask, targets, selected, weights = _rows(cfg, seq)
     grads, errs = [], []
     for layout in LAYOUTS:
         bounds = torch.tensor((0, *layout)).cumsum(0).tolist()
         mbs = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        model.zero_grad(set_to_none=True)
+        if ddp:
+            zero_grads(wrapped)
+        else:
+            model.zero_grad(set_to_none=True)
 
         def step(sl, chunk):
             lp = llada_selected_logprobs(chunk, tokens[sl], mask[sl], targets[sl], selected[sl])
             return lp, lambda out, sl=sl: ((out * weights[sl]).sum(), torch.ones((), dtype=torch.int), {})
 
         run_microbatches(
-            [model], step, mbs, seq_length=SEQ, micro_batch_size=max(layout), moe_aux_loss_weight=weight
+            [model], step, mbs, seq_length=seq, micro_batch_size=max(layout), moe_aux_loss_weight=weight
         )
-        got = {n: p.grad.clone() for n, p in model.named_parameters()}
+        if ddp:
+            got = {n.removeprefix("module."): p.main_grad.clone() for n, p in model.named_parameters()}
+        else:
+            allreduce_router_grads([model])  # what parallel/ddp.py's finalize does (no-op at TP 1)
+            got = {n: p.grad.clone() for n, p in model.named_parameters()}
         grads.append(got)
 
         # hand computation through the reference forward
@@ -97,3 +112,24 @@ def test_mc_microbatch_gradient_is_layout_invariant_without_aux_loss() -> None:
     (r,) = run_distributed(_aux_rank, 1, 0.0, None)
     assert max(r["errs"]) < 1e-5, r
     assert r["layout_spread"] < 1e-5, r
+
+
+@pytest.mark.parametrize("seq", [SEQ, SEQ - 1], ids=["even", "padded"])
+@pytest.mark.parametrize("coef", [0.0, COEF], ids=["no-aux", "aux"])
+def test_moe_trains_at_tp2(coef: float, seq: int) -> None:
+    """Training-mode TP2 (the MoE layer sequence-parallel inside, a sequence length TP does not divide
+    padded): router and first-norm gradients equal the reference's main (+ aux) gradient at 1e-5, and
+    without the aux loss the MC micro-batch gradient stays layout-invariant."""
+    results = run_distributed(_aux_rank, 2, coef, None, seq)
+    for r in results:
+        assert max(r["errs"]) < 1e-5, results
+        if coef == 0.0:
+            assert r["layout_spread"] < 1e-5, results
+
+
+def test_moe_trains_at_tp2_under_ddp() -> None:
+    """The same through megatron DDP and the schedule's finalize (parallel/ddp.py sums the routers over
+    TP after megatron's finalize_model_grads): gradients equal the reference's at 1e-5."""
+    results = run_distributed(_aux_rank, 2, 0.0, None, SEQ - 1, True)
+    for r in results:
+        assert max(r["errs"]) < 1e-5 and r["layout_spread"] < 1e-5, results

@@ -285,9 +285,11 @@ PRESETS: dict[str, LLaDAConfig] = {
     # Tiny iLLaDA-shaped test model: GQA, tied embeddings, iLLaDA's low mask id 5 (other ids are the tiny
     # model's own). No full-size iLLaDA preset: its head count is not in any published file we found.
     "illada-tiny": _TINY.replace(family="illada", n_kv_heads=2, weight_tying=True, mask_token_id=5),
-    # LLaDA-MoE-shaped (models/llada/moe.py): 4 experts, top-2, QK-norm, one dense block then MoE blocks.
+    # LLaDA-MoE-shaped (models/llada/moe.py): 4 experts, top-2, QK-norm, one dense block then MoE blocks;
+    # a mask id of its own (LLaDA-MoE's is not LLaDA's either), so tests show the id is followed.
     "tiny-moe": _TINY.replace(
         n_layers=2,
+        mask_token_id=250,
         num_experts=4,
         num_experts_per_tok=2,
         expert_intermediate_size=32,

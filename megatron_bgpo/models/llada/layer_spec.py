@@ -18,10 +18,13 @@ norm from this spec instead.
 
 from __future__ import annotations
 
+import functools
+
 from megatron.core.models.hybrid.hybrid_block import HybridStack, HybridStackSubmodules
 from megatron.core.ssm.mlp_layer import MLPLayer
 from megatron.core.transformer import TransformerConfig
 from megatron.core.transformer.enums import AttnMaskType
+from megatron.core.transformer.moe.moe_layer import MoELayer
 from megatron.core.transformer.spec_utils import ModuleSpec, build_module
 from megatron.core.transformer.transformer_layer import (
     MoETransformerLayer,
@@ -29,6 +32,7 @@ from megatron.core.transformer.transformer_layer import (
     TransformerLayerSubmodules,
 )
 
+from megatron_bgpo.models.llada.moe_sequence_parallel import SequenceParallelMoELayer
 from megatron_bgpo.models.llada.padding import right_padded
 from megatron_bgpo.parallel import cpu_compat
 
@@ -151,10 +155,16 @@ def llada_moe_layer_spec(num_experts: int, qk_layernorm: bool, use_te: bool | No
 def llada_moe_stack_spec(num_experts: int, qk_layernorm: bool, use_te: bool | None = None) -> ModuleSpec:
     """HybridModel stack spec of LLaDA-MoE: ``*`` attention (QK-norm when ``qk_layernorm``), ``-`` dense
     SwiGLU MLP (the dense blocks of ``moe_layer_freq``), ``E`` megatron's MoE layer as a
-    `MoETransformerLayer` (pre-MLP RMSNorm, MoE, residual)."""
+    `MoETransformerLayer` (pre-MLP RMSNorm, MoE, residual); the MoE layer runs sequence-parallel
+    internally at TP > 1 (`SequenceParallelMoELayer`)."""
     use_te = _resolve_te(use_te)
     spec = llada_stack_spec(use_te)
     moe_block = llada_moe_layer_spec(num_experts, qk_layernorm, use_te).submodules
+    moe = moe_block.mlp  # megatron's spec: functools.partial(MoELayer, submodules=...)
+    if not (isinstance(moe, functools.partial) and moe.func is MoELayer):
+        raise TypeError(f"unexpected MoE layer spec from megatron-core: {moe!r}")
+    # = MoELayer at TP 1; at TP > 1 it runs sequence-parallel inside, so MoE trains (its docstring)
+    moe_block.mlp = functools.partial(SequenceParallelMoELayer, *moe.args, **moe.keywords)
     stack = spec.submodules
     stack.attention_layer.submodules.self_attention = moe_block.self_attention
     stack.moe_layer = ModuleSpec(

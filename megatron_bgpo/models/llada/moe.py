@@ -67,13 +67,11 @@ def moe_transformer_kwargs(
 ) -> dict[str, Any]:
     """TransformerConfig fields of LLaDA-MoE's MoE layers and QK-norm (empty for a dense LLaDA).
 
-    TP > 1: megatron's MoELayer refuses a *training-mode* forward without sequence parallelism
-    (moe_layer.py, a performance guard), and sequence parallelism is unavailable here (local-spec torch
-    norms assert against it; the ranged / selected-log-prob forward, prefix_cache.run_stage, rejects it).
-    So an MoE model trains at TP = 1 with EP / PP / DP; at TP > 1 it runs in eval mode (rollouts, scoring;
-    gradients still flow, tested). ``tensor_model_parallel_size`` is accepted for that reason only.
+    The model itself is not sequence-parallel; at TP > 1 its MoE layers run sequence-parallel inside
+    (models/llada/moe_sequence_parallel.py), so MoE trains at any TP / EP / PP / DP.
+    ``tensor_model_parallel_size`` is accepted for symmetry with the builder and unused.
     """
-    del tensor_model_parallel_size  # no sequence parallelism (see above)
+    del tensor_model_parallel_size
     kwargs: dict[str, Any] = {}
     if cfg.qk_layernorm:
         kwargs["qk_layernorm"] = True
