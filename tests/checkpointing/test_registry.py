@@ -63,6 +63,10 @@ def test_dispatch_by_architectures_then_model_type() -> None:
         ValueError, match=r"unknown architecture model_type='qwen2'.*known architectures: .*illada"
     ):
         architecture_for({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]})
+    # an architecture the registry does not know is not taken for a family sharing its model_type
+    # (LLaDA-MoE reuses model_type "llada"; its converter entry is not registered yet)
+    with pytest.raises(ValueError, match=r"architectures=\['LLaDAMoEModelLM'\]; known architectures"):
+        architecture_for({"model_type": "llada", "architectures": ["LLaDAMoEModelLM"]})
 
 
 def test_illada_config_mask_id_from_tokenizer(tmp_path: Path) -> None:

@@ -80,9 +80,11 @@ def _known() -> str:
 
 
 def architecture_for(hf_config: dict[str, Any], source: str = "config") -> Architecture:
-    """The entry for an HF config dict: by ``architectures`` first, else by ``model_type`` (a config with
-    neither is LLaDA's, whose released configs always name themselves). Unknown -> ValueError listing
-    the known ones."""
+    """The entry for an HF config dict: by ``architectures`` when the config names any, else by
+    ``model_type`` (a config with neither is LLaDA's, whose released configs always name themselves).
+    Named architectures decide alone: families share model types (LLaDA-MoE's config.json is reported
+    to say model_type "llada"), so an unknown architecture must not fall back to a model_type match.
+    Unknown -> ValueError listing the known ones."""
     if not isinstance(hf_config, dict):
         raise ValueError(f"{source}: expected a JSON object, got {type(hf_config).__name__}")
     names = hf_config.get("architectures") or []
@@ -91,7 +93,7 @@ def architecture_for(hf_config: dict[str, Any], source: str = "config") -> Archi
             return arch
     model_type = hf_config.get("model_type")
     for arch in _REGISTRY.values():
-        if model_type in arch.model_types:
+        if model_type in arch.model_types and not names:
             return arch
     if model_type is None and not names:
         return _REGISTRY["llada"]
