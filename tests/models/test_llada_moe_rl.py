@@ -9,7 +9,7 @@ import torch
 
 from megatron_bgpo.checkpointing.llada_mapping import dict_reader
 from megatron_bgpo.checkpointing.mappings.llada_moe import iter_moe_stage_tensors, read_moe_local
-from megatron_bgpo.diffusion.sampler import Prompts, SamplerConfig, generate
+from megatron_bgpo.diffusion.sampler import Prompts, generate
 from megatron_bgpo.models.llada import get_preset
 from megatron_bgpo.models.llada.denoiser import MegatronDenoiser
 from megatron_bgpo.models.llada.moe_reference import moe_reference_forward, random_hf_moe_weights
@@ -20,6 +20,7 @@ from megatron_bgpo.rl.objectives import RowTerms, get_objective
 from megatron_bgpo.rl.update import policy_update
 from tests.distributed import run_distributed
 from tests.models.test_llada_moe import MIXED, _rel, moe_setup
+from tests.models.test_megatron_sampler import _sampler_cfg
 from tests.rl.test_update_layouts import N_T, _objective_cfg, _packing, _rollout
 
 PRESET = "tiny-moe"
@@ -31,17 +32,6 @@ IDS = ["single", "ep2", "tp2", "pp2"]
 def test_preset_has_its_own_mask_id() -> None:
     cfg, base = get_preset(PRESET), get_preset("tiny")
     assert cfg.is_moe and cfg.mask_token_id != base.mask_token_id
-
-
-def _sampler_cfg(cfg, temperature: float) -> SamplerConfig:
-    return SamplerConfig(
-        gen_length=8,
-        steps=8,
-        block_length=4,
-        temperature=temperature,
-        mask_id=cfg.mask_token_id,
-        eos_id=cfg.eos_token_id,
-    )
 
 
 def _generate_rank(rank: int, world: int, tp: int, pp: int, ep: int, temperature: float) -> dict:

@@ -15,14 +15,15 @@ from tests.models.rank_setup import setup_rank
 PROMPTS = [[5, 17, 42, 9, 100], [7, 3], [60, 61, 62]]
 
 
-def _sampler_cfg(s, temperature: float) -> SamplerConfig:
+def _sampler_cfg(cfg, temperature: float) -> SamplerConfig:
+    """8 tokens in 2 blocks of 4, 8 steps, with ``cfg``'s (an LLaDAConfig's) mask and EOS ids."""
     return SamplerConfig(
         gen_length=8,
         steps=8,
         block_length=4,
         temperature=temperature,
-        mask_id=s.cfg.mask_token_id,
-        eos_id=s.cfg.eos_token_id,
+        mask_id=cfg.mask_token_id,
+        eos_id=cfg.eos_token_id,
     )
 
 
@@ -35,7 +36,7 @@ def _generate_rank(
     out = generate(
         denoiser,
         prompts,
-        _sampler_cfg(s, temperature),
+        _sampler_cfg(s.cfg, temperature),
         seed=11,
         vocab=denoiser.vocab_shard(),
         pipeline=denoiser.pipeline_comm(),
@@ -46,7 +47,8 @@ def _generate_rank(
         def ref_denoiser(tokens, attention_mask, position_ids):
             return reference_forward(s.weights, s.cfg, tokens, attention_mask)
 
-        result["reference"] = generate(ref_denoiser, prompts, _sampler_cfg(s, temperature), seed=11).tokens
+        sampler = _sampler_cfg(s.cfg, temperature)
+        result["reference"] = generate(ref_denoiser, prompts, sampler, seed=11).tokens
     return result
 
 
